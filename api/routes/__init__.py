@@ -1,0 +1,1 @@
+"""Route tables of the API, one module per resource."""

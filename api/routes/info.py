@@ -1,0 +1,61 @@
+"""Unauthenticated discovery documents: `GET /`, `GET /ping` and `GET /api/v1`, as OpenWhisk serves them."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from api.context import JSON
+from api.routing import ApiRoute, Operation
+
+
+def build_version() -> str:
+    try:
+        return version("squall")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"
+
+
+def api_info() -> dict[str, object]:
+    # `wsk property get` and client libraries read this document to discover the API.
+    return {
+        "description": "OpenWhisk API",
+        "api_version": "1.0.0",
+        "api_version_path": "v1",
+        "build": build_version(),
+        "buildno": build_version(),
+        "swagger_paths": {"ui": "/docs", "api-docs": "/api-docs"},
+    }
+
+
+def system_info() -> dict[str, object]:
+    return {
+        "description": "Squall: an OpenWhisk-compatible serverless event platform",
+        "support": {"github": "squall", "slack": ""},
+        "api_paths": ["/api/v1"],
+    }
+
+
+async def get_api_info(request: Request) -> Response:
+    return JSON(api_info())
+
+
+async def get_system_info(request: Request) -> Response:
+    return JSON(system_info())
+
+
+async def ping(request: Request) -> Response:
+    return PlainTextResponse("pong")
+
+
+def _info(summary: str) -> Operation:
+    return Operation(summary=summary, tag="Info", response=dict[str, object], auth=False)
+
+
+routes = [
+    ApiRoute("/", get_system_info, "GET", _info("System information: API paths, limits and runtimes")),
+    ApiRoute("/ping", ping, "GET", _info("Liveness check; answers `pong`")),
+    ApiRoute("/api/v1", get_api_info, "GET", _info("API version information")),
+]

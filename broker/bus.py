@@ -1,0 +1,405 @@
+"""The JetStream bus: one NATS connection, stream and bucket provisioning, acknowledged publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from broker import subjects
+from broker.config import Settings
+from broker.errors import (
+    BadRequest,
+    ConcurrentModification,
+    InternalError,
+    NotFound,
+    SquallError,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+RECONNECT_WAIT_S = 2.0
+_BOOT_RETRY_WAIT_S = 0.2
+MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
+_STREAM_EXISTS_DIFFERENTLY = 10058  # JSStreamNameExistErr: same name, other config
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+class PubAck(msgspec.Struct, frozen=True, kw_only=True):
+    """JetStream's acknowledgement of a stored message; `duplicate` means the msg id was seen already."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """One message for `publish_many`."""
+
+    subject: str
+    payload: bytes
+    msg_id: str | None = None
+    headers: dict[str, str] | None = None
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _AckReply(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_AckReply)
+
+
+def stream_configs(settings: Settings, replicas: int = 1) -> list[api.StreamConfig]:
+    """The four streams of DESIGN.md § State, as JetStream configs."""
+    max_age = settings.stream_max_age_days * 86400.0
+
+    def stream(
+        name: str, subject: str, retention: api.RetentionPolicy, age: float | None
+    ) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=retention,
+            max_age=age,
+            storage=api.StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+
+    limits, work_queue = api.RetentionPolicy.LIMITS, api.RetentionPolicy.WORK_QUEUE
+    return [
+        stream(subjects.TRIGGERS_STREAM, subjects.TRIGGERS_SUBJECTS, limits, max_age),
+        stream(subjects.INVOKE_STREAM, subjects.INVOKE_SUBJECTS, work_queue, None),
+        stream(subjects.ACTIVATIONS_STREAM, subjects.ACTIVATIONS_SUBJECTS, limits, max_age),
+        # Dead letters wait for a human: they never age out.
+        stream(subjects.DEADLETTER_STREAM, subjects.DEADLETTER_SUBJECTS, limits, None),
+    ]
+
+
+KV_BUCKETS = (subjects.ENTITIES_BUCKET, subjects.NAMESPACES_BUCKET, subjects.AUTHKEYS_BUCKET)
+
+
+def redact(url: str) -> str:
+    """A NATS URL fit for a log line or an error message: credentials removed."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def translate(exc: BaseException, doing: str) -> SquallError:
+    """Map a nats-py exception to the broker's error hierarchy (the adapter boundary)."""
+    if isinstance(exc, SquallError):
+        return exc
+    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
+        return ConcurrentModification()
+    if isinstance(exc, nats.js.errors.NotFoundError):  # includes KeyNotFound/KeyDeleted
+        return NotFound()
+    # The KV error subclasses skip APIError.__init__, so their attributes may be missing.
+    if getattr(exc, "err_code", None) in _WRONG_LAST_SEQUENCE:
+        return ConcurrentModification()
+    if isinstance(exc, nats.js.errors.InvalidKeyError):
+        return BadRequest(f"{doing}: invalid key")
+    if isinstance(
+        exc,
+        (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.NoServersError,
+            nats.js.errors.NoStreamResponseError,
+            nats.js.errors.ServiceUnavailableError,
+            asyncio.TimeoutError,
+            OSError,
+        ),
+    ):
+        return Unavailable(f"{doing}: NATS unavailable ({_describe(exc)})")
+    return InternalError(f"{doing}: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class JetStreamBus:
+    """One NATS connection and its JetStream context; use as `async with JetStreamBus(settings) as bus`."""
+
+    def __init__(
+        self,
+        settings: Settings | str,
+        *,
+        name: str = "squall",
+        replicas: int = 1,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 5.0,
+    ) -> None:
+        self.settings = settings if isinstance(settings, Settings) else Settings(nats_url=settings)
+        self.url = self.settings.nats_url
+        self.name = name
+        self.replicas = replicas
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: dict[str, KeyValue] = {}
+        self._last_error: Exception | None = None
+        # Our own async-publish multiplexer: nats-py's publish_async never resolves a future whose
+        # reply is a JetStream error (the error is raised inside its callback), so it would hang.
+        self._ack_prefix = ""
+        self._acks: dict[str, tuple[asyncio.Future[PubAck], str]] = {}  # reply token -> (ack, subject)
+        self._ack_ids = itertools.count()
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> JetStreamBus:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if not self.url:
+            raise Unavailable("no NATS URL configured (SQUALL_NATS_URL)")
+        try:
+            # Fail fast at boot so a wrong URL is one clear line. nats-py retries inside its server
+            # selection whatever allow_reconnect says; 1 is its smallest finite budget (0 = forever).
+            nc = await nats.connect(
+                self.url,
+                name=self.name,
+                connect_timeout=self.connect_timeout,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=_BOOT_RETRY_WAIT_S,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except Exception as exc:
+            # nats-py ends with a generic NoServersError; the attempt's own error says what went wrong.
+            cause = self._last_error if isinstance(exc, nats.errors.NoServersError) else None
+            reason = _describe(cause or exc)
+            raise Unavailable(f"cannot reach NATS at {redact(self.url)}: {reason}") from None
+        # Once up, a server role must ride out NATS restarts: reconnect forever (options are read live).
+        nc.options["max_reconnect_attempts"] = -1
+        nc.options["reconnect_time_wait"] = RECONNECT_WAIT_S
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.request_timeout)
+        self._ack_prefix = nc.new_inbox()
+        await nc.subscribe(f"{self._ack_prefix}.*", cb=self._on_ack)
+
+    async def close(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        self._kv.clear()
+        if nc is None or nc.is_closed:
+            return
+        deadline = self.settings.drain_timeout_s
+        try:
+            # In-flight publishes first: their acks arrive on a subscription that drain would end.
+            if self._acks:
+                await asyncio.wait([fut for fut, _ in self._acks.values()], timeout=deadline)
+            await asyncio.wait_for(nc.drain(), deadline)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("NATS drain did not finish cleanly: %s", _describe(exc))
+        finally:
+            for fut, _ in self._acks.values():
+                if not fut.done():
+                    fut.set_exception(Unavailable("publish not acknowledged before shutdown"))
+            self._acks.clear()
+            if not nc.is_closed:
+                await nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        # Boot failures are reported once, by connect(); later ones are news for the operator.
+        level = logging.WARNING if self._nc is not None else logging.DEBUG
+        log.log(level, "NATS %s: %s", redact(self.url), _describe(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:  # not our own close()
+            log.warning("NATS %s: disconnected", redact(self.url))
+
+    async def _on_reconnected(self) -> None:
+        log.info("NATS %s: reconnected", redact(self.url))
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise Unavailable("the JetStream bus is not connected")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise Unavailable("the JetStream bus is not connected")
+        return self._js
+
+    # -- provisioning ------------------------------------------------------------------------------
+
+    async def provision(self) -> None:
+        """Create or update every stream and KV bucket; safe to call on every boot and concurrently."""
+        for config in stream_configs(self.settings, self.replicas):
+            await self._ensure_stream(config)
+        for bucket in KV_BUCKETS:
+            await self._ensure_bucket(bucket)
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        try:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
+                    raise
+                await self.js.update_stream(config)
+        except Exception as exc:
+            raise translate(exc, f"provisioning stream {config.name}") from None
+
+    async def _ensure_bucket(self, bucket: str) -> None:
+        try:
+            try:
+                kv = await self.js.create_key_value(
+                    bucket=bucket,
+                    history=1,
+                    storage=api.StorageType.FILE,
+                    replicas=self.replicas,
+                    direct=True,  # reads served by any replica, not only the stream leader
+                )
+            except nats.js.errors.BadRequestError as exc:
+                # A bucket made by another client version differs in details; its data is what matters.
+                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
+                    raise
+                kv = await self.js.key_value(bucket)
+        except Exception as exc:
+            raise translate(exc, f"provisioning bucket {bucket}") from None
+        self._kv[bucket] = kv
+
+    async def kv(self, bucket: str) -> KeyValue:
+        """The handle of a provisioned KV bucket (cached: binding one costs a round trip)."""
+        handle = self._kv.get(bucket)
+        if handle is None:
+            try:
+                handle = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                raise Unavailable(f"KV bucket {bucket} does not exist: provision the bus first") from None
+            except Exception as exc:
+                raise translate(exc, f"binding bucket {bucket}") from None
+            self._kv[bucket] = handle
+        return handle
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> PubAck:
+        """Publish to a stream and wait for its acknowledgement."""
+        return await (await self.publish_async(subject, payload, msg_id, headers))
+
+    async def publish_many(self, messages: Iterable[Outgoing]) -> list[PubAck]:
+        """Publish a batch without waiting between messages, then wait for every acknowledgement.
+
+        If any message failed, the first failure is raised once all have settled; republishing the
+        whole batch is then safe for messages that carry a msg id (JetStream drops the duplicates).
+        """
+        futures = [await self.publish_async(m.subject, m.payload, m.msg_id, m.headers) for m in messages]
+        acks: list[PubAck] = []
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+            acks.append(result)
+        return acks
+
+    async def publish_async(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> asyncio.Future[PubAck]:
+        """Send now and return a future for the acknowledgement; waits only when too many are in flight."""
+        hdrs = dict(headers) if headers else {}
+        if msg_id is not None:
+            hdrs["Nats-Msg-Id"] = msg_id
+        nc = self.nc
+        await self._in_flight.acquire()
+        token = str(next(self._ack_ids))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[PubAck] = loop.create_future()
+        self._acks[token] = (fut, subject)
+        expiry = loop.call_later(self.request_timeout, self._expire, token)
+
+        def settled(_: asyncio.Future[PubAck]) -> None:
+            expiry.cancel()
+            self._in_flight.release()
+
+        fut.add_done_callback(settled)
+        try:
+            await nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=hdrs or None)
+        except Exception as exc:
+            self._acks.pop(token, None)
+            fut.set_exception(translate(exc, f"publishing to {subject}"))
+        return fut
+
+    def _expire(self, token: str) -> None:
+        fut, subject = self._acks.pop(token, (None, ""))
+        if fut is not None and not fut.done():
+            fut.set_exception(Unavailable(f"publishing to {subject}: no acknowledgement from JetStream"))
+
+    async def _on_ack(self, msg: Msg) -> None:
+        fut, subject = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], (None, ""))
+        if fut is None or fut.done():
+            return
+        result: PubAck | SquallError
+        if msg.headers and msg.headers.get("Status") == "503":
+            result = Unavailable(f"publishing to {subject}: no JetStream stream stores this subject")
+        else:
+            result = _ack_result(msg.data, subject)
+        if isinstance(result, PubAck):
+            fut.set_result(result)
+        else:
+            fut.set_exception(result)
+
+
+def _ack_result(data: bytes, subject: str) -> PubAck | SquallError:
+    """A JetStream publish reply as a PubAck or the broker error it stands for."""
+    try:
+        reply = _ack_decoder.decode(data)
+    except msgspec.DecodeError:
+        return InternalError(f"unreadable JetStream acknowledgement: {data[:200]!r}")
+    if reply.error is not None:
+        err = nats.js.errors.APIError(
+            code=reply.error.code, err_code=reply.error.err_code, description=reply.error.description
+        )
+        return translate(err, f"publishing to {subject}")
+    return PubAck(stream=reply.stream, seq=reply.seq, duplicate=reply.duplicate)

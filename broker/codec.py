@@ -1,0 +1,48 @@
+"""The one codec: every record goes to and from bytes (JSON) or builtins (BSON documents) through here."""
+
+from __future__ import annotations
+
+from functools import cache
+from collections.abc import Hashable
+from typing import Any, TypeVar, cast
+
+import msgspec
+
+from broker.errors import BadRequest
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(value: object) -> bytes:
+    """Encode a Struct (or builtins) as compact JSON."""
+    return _encoder.encode(value)
+
+
+@cache
+def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    # Decoders are built once per type: building one is far costlier than using it.
+    return msgspec.json.Decoder(type_)
+
+
+def decode(data: bytes | str, type_: type[T]) -> T:
+    """Decode JSON into `type_`; malformed or mistyped input is the client's mistake (400)."""
+    try:
+        decoded: T = _decoder(cast(Hashable, type_)).decode(data)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"The request content was malformed:\n{exc}") from None
+    return decoded
+
+
+def to_builtins(value: object) -> Any:
+    """A Struct as plain dicts/lists, e.g. for a MongoDB document."""
+    return msgspec.to_builtins(value)
+
+
+def from_builtins(value: object, type_: type[T]) -> T:
+    """Plain dicts/lists (a MongoDB document, a parsed body) into `type_`."""
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"The request content was malformed:\n{exc}") from None

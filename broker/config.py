@@ -1,0 +1,74 @@
+"""The one settings object: every `SQUALL_*` variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from broker.errors import BadRequest
+
+# OpenWhisk standalone's well-known development key for `guest` (ansible/files/auth.guest).
+GUEST_NAMESPACE = "guest"
+GUEST_KEY = (
+    "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:123zO3xZCLrMN6v2BKK1dXYFpXlPkccOFqm12CdAsMgRU4VrNZ9lyGVCGuMDGIwP"
+)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a role needs to know about its surroundings."""
+
+    # Where the backbone lives. Empty means "start an embedded one" in standalone mode.
+    nats_url: str = ""
+    mongodb_uri: str = ""
+    mongodb_database: str = "squall"
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 3233
+    data_dir: Path = Path("~/.squall")  # expanded by from_env
+
+    # The namespace standalone creates on first boot, and its key ("uuid:secret").
+    guest_namespace: str = GUEST_NAMESPACE
+    guest_key: str = GUEST_KEY
+
+    # Rootless Podman: the unprivileged user that owns the engine, and its API socket.
+    podman_user: str = "squall"
+    podman_socket: str = ""  # empty: /run/user/<uid of podman_user>/podman/podman.sock
+
+    # Activation retention in MongoDB (TTL index on `expiresAt`).
+    activation_retention_days: int = 7
+    # JetStream retention for the event-history streams.
+    stream_max_age_days: int = 7
+
+    # How long a role may take to drain on shutdown.
+    drain_timeout_s: float = 5.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `SQUALL_<FIELD>` variables, then apply explicit overrides (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(f"SQUALL_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"invalid setting: {exc}") from None
+        return msgspec.structs.replace(settings, data_dir=settings.data_dir.expanduser())
+
+    def with_backbone(self, nats_url: str, mongodb_uri: str) -> Settings:
+        """The same settings pointing at the servers actually in use (e.g. embedded ones)."""
+        return msgspec.structs.replace(self, nats_url=nats_url, mongodb_uri=mongodb_uri)
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError

@@ -1,0 +1,57 @@
+"""The one error hierarchy; `api/errors.py` maps it to OpenWhisk's HTTP error shape in one place."""
+
+from __future__ import annotations
+
+
+class SquallError(Exception):
+    """Base of every error Squall raises on purpose; `message` is safe to show a client."""
+
+    default_message = "An internal error occurred."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class BadRequest(SquallError):
+    default_message = "The request content was malformed."
+
+
+class Unauthorized(SquallError):
+    default_message = "The supplied authentication is invalid."
+
+
+class Forbidden(SquallError):
+    default_message = "The supplied authentication is not authorized to access this resource."
+
+
+class NotFound(SquallError):
+    default_message = "The requested resource does not exist."
+
+
+class Conflict(SquallError):
+    default_message = "resource already exists"
+
+
+class ConcurrentModification(Conflict):
+    default_message = "Concurrent modification to resource detected."
+
+
+class PayloadTooLarge(SquallError):
+    default_message = "The request content was too large."
+
+
+class Throttled(SquallError):
+    default_message = "Too many requests in the last minute."
+
+
+class Unavailable(SquallError):
+    """A backbone service (NATS, MongoDB, Podman, invokers) cannot be reached."""
+
+    default_message = (
+        "The server is currently unavailable (because it is overloaded or down for maintenance)."
+    )
+
+
+class InternalError(SquallError):
+    pass

@@ -1,0 +1,79 @@
+"""Stream, subject and KV bucket names: the one place that knows how the backbone is addressed."""
+
+from __future__ import annotations
+
+# JetStream streams (see DESIGN.md § State).
+TRIGGERS_STREAM = "TRIGGERS"
+INVOKE_STREAM = "INVOKE"
+ACTIVATIONS_STREAM = "ACTIVATIONS"
+DEADLETTER_STREAM = "DEADLETTER"
+
+TRIGGERS_SUBJECTS = "trigger.>"
+INVOKE_SUBJECTS = "invoke.>"
+ACTIVATIONS_SUBJECTS = "activation.>"
+DEADLETTER_SUBJECTS = "deadletter.>"
+
+# KV buckets. Actions, triggers, rules and packages share one bucket keyed `<ns>.<name>` because
+# OpenWhisk names are unique across those collections within a namespace: KV `create` enforces it.
+ENTITIES_BUCKET = "squall_entities"
+NAMESPACES_BUCKET = "squall_namespaces"
+AUTHKEYS_BUCKET = "squall_authkeys"
+
+# MongoDB collections.
+ACTIVATIONS_COLLECTION = "activations"
+
+
+def token(name: str) -> str:
+    """Make an entity name safe as one NATS subject token / KV key segment.
+
+    OpenWhisk names may contain spaces, '@', '&' and '.', which NATS subjects forbid or treat as
+    separators. Hex-escaping every byte outside [A-Za-z0-9_-] keeps the mapping reversible and injective.
+    """
+    out = []
+    for ch in name:
+        if ch.isascii() and (ch.isalnum() or ch in "_-"):
+            out.append(ch)
+        else:
+            out.extend(f"={b:02X}" for b in ch.encode())
+    return "".join(out)
+
+
+def untoken(tok: str) -> str:
+    """Inverse of `token`."""
+    raw = bytearray()
+    i = 0
+    while i < len(tok):
+        if tok[i] == "=":
+            raw.append(int(tok[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(tok[i].encode())
+            i += 1
+    return raw.decode()
+
+
+def trigger_subject(namespace: str, trigger: str) -> str:
+    return f"trigger.{token(namespace)}.{token(trigger)}"
+
+
+def invoke_subject(namespace: str, action_path: str) -> str:
+    """`action_path` is `name` or `pkg/name`."""
+    return f"invoke.{token(namespace)}.{token(action_path)}"
+
+
+def activation_subject(namespace: str, name: str) -> str:
+    return f"activation.{token(namespace)}.{token(name)}"
+
+
+def deadletter_subject(namespace: str, name: str) -> str:
+    return f"deadletter.{token(namespace)}.{token(name)}"
+
+
+def entity_key(namespace: str, name: str) -> str:
+    """KV key of an entity: `<ns>.<name>` with both parts tokenized (a package path counts as one name)."""
+    return f"{token(namespace)}.{token(name)}"
+
+
+def namespace_prefix(namespace: str) -> str:
+    """KV key filter for every entity of one namespace."""
+    return f"{token(namespace)}.>"

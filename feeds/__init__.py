@@ -1,0 +1,1 @@
+"""Feed lifecycle, the alarm scheduler and the webhook feed."""

@@ -1,0 +1,1 @@
+"""Invoker agent, container pool, Podman backend, in-container proxies and runtime images."""

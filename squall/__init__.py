@@ -1,0 +1,1 @@
+"""Composition root: the `squall` CLI, standalone mode, process supervision and embedded dev servers."""

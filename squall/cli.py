@@ -1,0 +1,109 @@
+"""The `squall` command line: standalone mode, single roles, runtime images and administration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from broker.config import Settings
+from broker.errors import SquallError
+
+console = Console(stderr=True, highlight=False)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine; Squall's own errors become one clear line and exit status 1, never a traceback."""
+    try:
+        asyncio.run(main())
+    except SquallError as exc:
+        console.print(f"[bold red]squall:[/] {exc.message}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@click.group()
+def main() -> None:
+    """Squall: an OpenWhisk-compatible serverless event platform on NATS JetStream."""
+
+
+@main.command()
+@click.option(
+    "--api-port", type=int, default=None, help="API port (default 3233, like OpenWhisk standalone)."
+)
+@click.option("--host", "api_host", default=None, help="Address the API listens on (default 127.0.0.1).")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None, help="Where state lives (default ~/.squall)."
+)
+@click.option(
+    "--guest-key", default=None, help="Key of the `guest` namespace (default: OpenWhisk's dev key)."
+)
+def standalone(
+    api_port: int | None, api_host: str | None, data_dir: Path | None, guest_key: str | None
+) -> None:
+    """Run every role in one process, with embedded NATS and MongoDB unless SQUALL_NATS_URL/SQUALL_MONGODB_URI are set."""
+    from squall.standalone import run_standalone
+
+    def build() -> Coroutine[Any, Any, None]:
+        settings = Settings.from_env(
+            api_port=api_port, api_host=api_host, data_dir=data_dir, guest_key=guest_key
+        )
+        configure_logging(settings.log_level)
+        return run_standalone(settings, console)
+
+    run_async(build)
+
+
+@main.command()
+@click.argument("role", type=click.Choice(["api", "broker", "invoker", "feeds"]))
+@click.option("--nats-url", default=None, help="NATS server URL (or SQUALL_NATS_URL).")
+@click.option("--mongodb-uri", default=None, help="MongoDB URI (or SQUALL_MONGODB_URI).")
+@click.option("--api-port", type=int, default=None)
+@click.option("--host", "api_host", default=None)
+def serve(
+    role: str, nats_url: str | None, mongodb_uri: str | None, api_port: int | None, api_host: str | None
+) -> None:
+    """Run one role against the given NATS and MongoDB."""
+    from squall.serve import run_role
+
+    def build() -> Coroutine[Any, Any, None]:
+        settings = Settings.from_env(
+            nats_url=nats_url, mongodb_uri=mongodb_uri, api_port=api_port, api_host=api_host
+        )
+        configure_logging(settings.log_level)
+        return run_role(role, settings, console)
+
+    run_async(build)
+
+
+@main.group()
+def images() -> None:
+    """Runtime images, built offline from Debian packages."""
+
+
+@images.command("ensure")
+def images_ensure() -> None:
+    """Build the runtime images whose recipe changed or that are missing (as root)."""
+    from runtimes.images import ensure_images
+
+    try:
+        ensure_images(Settings.from_env())
+    except SquallError as exc:
+        console.print(f"[bold red]squall:[/] {exc.message}")
+        sys.exit(1)

@@ -1,0 +1,32 @@
+"""`squall serve <role>`: one role in this process, against NATS and MongoDB given by URL."""
+
+from __future__ import annotations
+
+import contextlib
+
+from rich.console import Console
+
+from broker.config import Settings
+from broker.errors import BadRequest
+from squall import roles
+from squall.standalone import stop_event
+
+
+async def run_role(role: str, settings: Settings, console: Console) -> None:
+    if not settings.nats_url or not settings.mongodb_uri:
+        raise BadRequest(
+            "`squall serve` needs --nats-url and --mongodb-uri (or SQUALL_NATS_URL/SQUALL_MONGODB_URI)"
+        )
+    if role not in ("api", "broker"):
+        # Said plainly rather than faked: these roles arrive with their own issues.
+        raise BadRequest(f"the {role} role is not part of this build yet; run `squall standalone` meanwhile")
+    stop = stop_event()
+    async with contextlib.AsyncExitStack() as stack:
+        backbone = await stack.enter_async_context(roles.Backbone(settings))
+        if role == "api":
+            api = await stack.enter_async_context(roles.api_role(settings, backbone))
+            console.print(f"[bold]squall:[/] api role serving {api.url}/api/v1")
+        else:
+            await stack.enter_async_context(roles.broker_role(settings, backbone))
+            console.print("[bold]squall:[/] broker role running (activation recorder)")
+        await stop.wait()

@@ -1,0 +1,102 @@
+"""`squall standalone`: every role in one process, with embedded NATS and MongoDB unless URLs are given."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+
+from broker.admin import ensure_namespace
+from broker.config import GUEST_KEY, Settings
+from broker.errors import Unavailable
+from squall import roles
+from squall.embedded import EmbeddedMongo, EmbeddedNats
+from squall.podman_service import PodmanService
+
+log = logging.getLogger("squall.standalone")
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Refuse a second standalone on the same data dir: two embedded servers would share one store."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "standalone.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Unavailable(f"another squall standalone is already using {data_dir}") from None
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+async def run_standalone(settings: Settings, console: Console) -> None:
+    started = time.monotonic()
+    stop = stop_event()
+    with data_dir_lock(settings.data_dir):
+        async with contextlib.AsyncExitStack() as stack:
+            nats_url = settings.nats_url
+            if not nats_url:
+                nats = await stack.enter_async_context(EmbeddedNats(settings.data_dir / "nats"))
+                nats_url = nats.url
+            mongodb_uri = settings.mongodb_uri
+            if not mongodb_uri:
+                mongo = await stack.enter_async_context(EmbeddedMongo(settings.data_dir / "mongo"))
+                mongodb_uri = mongo.uri
+            settings = settings.with_backbone(nats_url, mongodb_uri)
+            await stack.enter_async_context(PodmanService(settings))
+
+            backbone = await stack.enter_async_context(roles.Backbone(settings))
+            await ensure_namespace(backbone.store, settings.guest_namespace, settings.guest_key)
+            await stack.enter_async_context(roles.broker_role(settings, backbone))
+            api = await stack.enter_async_context(roles.api_role(settings, backbone))
+
+            print_banner(console, settings, api.url, time.monotonic() - started)
+            await stop.wait()
+            console.print("[bold]squall:[/] stopping…")
+    console.print("[bold]squall:[/] stopped")
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM; a second signal stops without waiting for the drain."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        if event.is_set() and main is not None:
+            main.cancel()
+        event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return event
+
+
+def print_banner(console: Console, settings: Settings, api_url: str, boot_s: float) -> None:
+    key = settings.guest_key
+    console.print(
+        f"[bold green]Squall standalone[/] is up in {boot_s:.1f} s: API at [bold]{api_url}/api/v1[/]"
+    )
+    console.print(f"  data dir:   {settings.data_dir}")
+    console.print(f"  NATS:       {settings.nats_url}")
+    console.print(f"  MongoDB:    {settings.mongodb_uri}")
+    console.print(f"  namespace:  {settings.guest_namespace}")
+    console.print(f"  key:        {key}")
+    if key == GUEST_KEY:
+        console.print(
+            "  [yellow]warning:[/] this is OpenWhisk's well-known development key; set SQUALL_GUEST_KEY "
+            "(or --guest-key) before exposing this server beyond this machine."
+        )
+    console.print("Point a client at it:")
+    console.print(f"  wsk property set --apihost {api_url} --auth {key}")
+    console.print(f"  export __OW_API_HOST={api_url} __OW_API_KEY={key}")
+    console.print("Stop with Ctrl-C.")

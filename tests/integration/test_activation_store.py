@@ -1,0 +1,202 @@
+"""ActivationStore against a real MongoDB wire server (nx-27017 from the session fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.activation_store import ActivationBatcher, ActivationStore
+from broker.activations import SUCCESS, Activation, make_response, new_activation_id
+from broker.entities import KeyValue
+from broker.errors import BadRequest, NotFound, Unavailable
+from squall.embedded import EmbeddedMongo, free_port
+
+NOW = int(time.time() * 1000)
+DAY_MS = 86_400_000
+
+
+def record(start: int, *, name: str = "hello", package: str | None = None, **overrides: Any) -> Activation:
+    namespace = overrides.pop("namespace", "guest")
+    path = f"{namespace}/{package}/{name}" if package else f"{namespace}/{name}"
+    fields: dict[str, Any] = {
+        "namespace": namespace,
+        "name": name,
+        "subject": namespace,
+        "activationId": new_activation_id(),
+        "start": start,
+        "end": start + 10,
+        "duration": 10,
+        "response": make_response(SUCCESS, {"start": start}),
+        "logs": [],
+        "version": "0.0.1",
+        "publish": False,
+        "annotations": [KeyValue(key="path", value=path)],
+    }
+    fields.update(overrides)
+    return Activation(**fields)
+
+
+@pytest.fixture
+async def store(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[ActivationStore]:
+    async with ActivationStore(mongo_uri, mongo_db_name, retention_days=7) as store:
+        await store.provision()
+        yield store
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], deadline_s: float = 10.0) -> bool:
+    """Poll `condition` until it holds or the deadline passes (for effects the server applies lazily)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if await condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+
+
+async def test_duplicate_insert_is_a_noop_and_keeps_the_first_version(store: ActivationStore) -> None:
+    first = record(NOW)
+    second = record(NOW + 5, activationId=first.activationId, logs=["second"])
+    assert await store.insert(first) is True
+    assert await store.insert(second) is False
+    fresh = record(NOW + 1)
+    # Unordered batch: duplicates (of stored ids and within the batch) are skipped, the rest is stored.
+    assert await store.insert_many([second, fresh, fresh]) == 1
+    assert await store.count("guest") == 2
+    assert await store.get("guest", first.activationId) == first
+
+
+async def test_list_is_newest_first_with_skip_and_limit(store: ActivationStore) -> None:
+    records = [record(NOW + i * 1000) for i in range(12)]
+    shuffled = records[:]
+    random.Random(7).shuffle(shuffled)
+    assert await store.insert_many(shuffled) == 12
+    newest_first = sorted(records, key=lambda r: r.start, reverse=True)
+    assert await store.list("guest") == newest_first
+    page = await store.list("guest", skip=3, limit=4)
+    assert [r.activationId for r in page] == [r.activationId for r in newest_first[3:7]]
+    assert await store.list("guest", skip=20) == []
+    assert len(await store.list("guest", limit=0)) == 12
+    with pytest.raises(BadRequest):
+        await store.list("guest", limit=-1)
+
+
+async def test_filters_since_upto_name_and_package_path(store: ActivationStore) -> None:
+    plain = [record(NOW + i, name="hello") for i in range(3)]
+    other = [record(NOW + 10 + i, name="bye") for i in range(2)]
+    packaged = [record(NOW + 20 + i, name="hello", package="utils") for i in range(2)]
+    elsewhere = record(NOW + 5, namespace="other")
+    await store.insert_many([*plain, *other, *packaged, elsewhere])
+
+    assert {r.activationId for r in await store.list("guest", name="hello")} == {
+        r.activationId for r in plain
+    }
+    assert [r.activationId for r in await store.list("guest", name="utils/hello")] == [
+        r.activationId for r in reversed(packaged)
+    ]
+    # since/upto are inclusive bounds on start, in epoch ms.
+    window = await store.list("guest", since=NOW + 1, upto=NOW + 10)
+    assert [r.start for r in window] == [NOW + 10, NOW + 2, NOW + 1]
+    assert await store.count("guest", since=NOW + 20) == 2
+    assert await store.count("guest", name="bye", upto=NOW + 10) == 1
+    assert await store.count("guest") == 7
+    assert await store.count("other") == 1
+    assert await store.list("guest", name="nothing") == []
+
+
+async def test_get_is_scoped_to_the_namespace(store: ActivationStore) -> None:
+    mine = record(NOW)
+    await store.insert(mine)
+    assert (await store.get("guest", mine.activationId)).response.result == {"start": NOW}
+    with pytest.raises(NotFound):
+        await store.get("other", mine.activationId)
+    with pytest.raises(NotFound):
+        await store.get("guest", new_activation_id())
+    with pytest.raises(BadRequest):
+        await store.get("guest", "not-an-id")
+
+
+async def test_expired_records_disappear(mongo_uri: str, mongo_db_name: str) -> None:
+    async with ActivationStore(mongo_uri, mongo_db_name, retention_days=1) as store:
+        await store.provision()
+        expired = record(NOW - 2 * DAY_MS)  # start + 1 day retention is already in the past
+        kept = record(NOW)
+        assert await store.insert(expired) is True
+        assert await store.insert(kept) is True
+
+        async def swept() -> bool:
+            return await store.count("guest") == 1
+
+        # nx-27017 purges expired documents before each read; real MongoDB's TTL monitor runs every 60 s.
+        assert await eventually(swept), "the TTL index did not remove an expired record"
+        assert await store.list("guest") == [kept]
+        with pytest.raises(NotFound):
+            await store.get("guest", expired.activationId)
+
+
+async def test_provision_twice_keeps_the_indexes(store: ActivationStore) -> None:
+    await store.provision()
+    indexes = await store.collection.index_information()
+    by_key = {tuple(field for field, _ in spec["key"]): spec for spec in indexes.values()}
+    assert by_key[("activationId",)].get("unique") is True
+    assert by_key[("expiresAt",)].get("expireAfterSeconds") == 0
+    assert ("namespace", "start") in by_key
+    assert ("namespace", "entityPath", "start") in by_key
+
+
+async def test_batcher_coalesces_writes_and_drains_on_exit(
+    store: ActivationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [record(NOW + i) for i in range(1200)]
+    calls: list[int] = []
+    insert_many = store.insert_many
+
+    async def counting(batch: Any) -> int:
+        batch = list(batch)
+        calls.append(len(batch))
+        return await insert_many(batch)
+
+    monkeypatch.setattr(store, "insert_many", counting)
+    async with ActivationBatcher(store, max_batch=500, max_delay_s=0.05) as batcher:
+        await asyncio.gather(*(batcher.write(r) for r in records[:1000]))
+        assert await store.count("guest") == 1000
+        pending = [batcher.submit(r) for r in records[1000:]]  # not awaited before exit
+    assert all(f.done() and f.exception() is None for f in pending)
+    assert await store.count("guest") == 1200
+    assert max(calls) == 500
+    assert len(calls) <= 5, f"writes were not batched: {calls}"
+    with pytest.raises(RuntimeError):
+        batcher.submit(records[0])
+
+
+async def test_unreachable_server_is_unavailable_quickly() -> None:
+    uri = f"mongodb://127.0.0.1:{free_port()}/"
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as caught:
+        async with ActivationStore(uri, "x", timeout_s=0.5):
+            pass
+    assert time.monotonic() - started < 3
+    assert caught.value.message.startswith(f"cannot reach MongoDB at {uri}: ")
+    assert "\n" not in caught.value.message
+
+
+async def test_server_going_away_is_unavailable(tmp_path: Path) -> None:
+    async with EmbeddedMongo(tmp_path) as server:
+        store = ActivationStore(server.uri, "x", timeout_s=0.5)
+        await store.__aenter__()
+    try:
+        with pytest.raises(Unavailable, match="cannot reach MongoDB"):
+            await store.count("guest")
+    finally:
+        await store.__aexit__(None, None, None)
+
+
+async def test_store_outside_its_context_is_a_programming_error(mongo_uri: str) -> None:
+    with pytest.raises(RuntimeError, match="outside"):
+        await ActivationStore(mongo_uri, "x").count("guest")

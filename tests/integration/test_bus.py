@@ -1,0 +1,140 @@
+"""The JetStream bus against a real nats-server: provisioning, acknowledged and deduplicated publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from broker import subjects
+from broker.bus import KV_BUCKETS, JetStreamBus, Outgoing, redact, stream_configs
+from broker.config import Settings
+from broker.errors import InternalError, Unavailable
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[JetStreamBus]:
+    async with JetStreamBus(nats_url) as bus:
+        await bus.provision()
+        yield bus
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _count(bus: JetStreamBus, stream: str, subject: str) -> int:
+    info = await bus.js.stream_info(stream, subjects_filter=subject)
+    return int((info.state.subjects or {}).get(subject, 0))
+
+
+async def test_provision_twice_and_with_changed_settings(nats_url: str) -> None:
+    async with JetStreamBus(nats_url) as bus:
+        await bus.provision()
+        await bus.provision()
+        bus.settings = msgspec.structs.replace(bus.settings, stream_max_age_days=3)
+        try:
+            await bus.provision()
+            info = await bus.js.stream_info(subjects.TRIGGERS_STREAM)
+            assert info.config.max_age == 3 * 86400
+        finally:
+            bus.settings = Settings(nats_url=nats_url)
+            await bus.provision()
+        info = await bus.js.stream_info(subjects.TRIGGERS_STREAM)
+        assert info.config.max_age == 7 * 86400
+        for bucket in KV_BUCKETS:
+            status = await (await bus.kv(bucket)).status()
+            assert status.history == 1
+
+
+def test_stream_configs_follow_the_design() -> None:
+    configs = {c.name: c for c in stream_configs(Settings(stream_max_age_days=2))}
+    assert configs[subjects.INVOKE_STREAM].retention == "workqueue"
+    assert configs[subjects.TRIGGERS_STREAM].max_age == 2 * 86400
+    assert configs[subjects.ACTIVATIONS_STREAM].max_age == 2 * 86400
+    assert configs[subjects.DEADLETTER_STREAM].max_age is None
+    assert all(c.storage == "file" and c.duplicate_window == 120 for c in configs.values())
+
+
+async def test_same_msg_id_is_stored_once(bus: JetStreamBus) -> None:
+    subject = subjects.trigger_subject(f"ns-{uuid.uuid4().hex[:8]}", "t")
+    msg_id = uuid.uuid4().hex
+    first = await bus.publish(subject, b"1", msg_id=msg_id)
+    second = await bus.publish(subject, b"2", msg_id=msg_id)
+    assert first.stream == subjects.TRIGGERS_STREAM
+    assert not first.duplicate
+    assert second.duplicate
+    assert second.seq == first.seq
+    assert await _count(bus, subjects.TRIGGERS_STREAM, subject) == 1
+
+
+async def test_publish_many_acks_every_message_in_order(bus: JetStreamBus) -> None:
+    subject = subjects.activation_subject(f"ns-{uuid.uuid4().hex[:8]}", "a")
+    acks = await bus.publish_many(Outgoing(subject=subject, payload=b"%d" % i) for i in range(500))
+    seqs = [ack.seq for ack in acks]
+    assert len(seqs) == 500
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 500
+    assert await _count(bus, subjects.ACTIVATIONS_STREAM, subject) == 500
+
+
+async def test_publish_many_deduplicates_a_retried_batch(bus: JetStreamBus) -> None:
+    subject = subjects.trigger_subject(f"ns-{uuid.uuid4().hex[:8]}", "t")
+    batch = [Outgoing(subject=subject, payload=b"x", msg_id=f"{subject}-{i}") for i in range(20)]
+    first = await bus.publish_many(batch)
+    again = await bus.publish_many(batch)
+    assert not any(a.duplicate for a in first)
+    assert all(a.duplicate for a in again)
+    assert await _count(bus, subjects.TRIGGERS_STREAM, subject) == 20
+
+
+async def test_publish_errors_are_raised_not_hung(bus: JetStreamBus) -> None:
+    # nats-py's publish_async leaves such a future pending forever; the bus must answer at once.
+    subject = subjects.trigger_subject("ns", "t")
+    with pytest.raises(InternalError, match="expected stream does not match"):
+        await asyncio.wait_for(
+            bus.publish(subject, b"x", headers={"Nats-Expected-Stream": "NOPE"}), timeout=2
+        )
+    with pytest.raises(Unavailable, match="no JetStream stream"):
+        await asyncio.wait_for(bus.publish("nowhere.at.all", b"x"), timeout=2)
+
+
+async def test_unreachable_nats_is_unavailable_quickly() -> None:
+    url = f"nats://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=f"cannot reach NATS at {url}: "):
+        async with JetStreamBus(url):
+            pass
+    assert time.monotonic() - started < 3
+
+
+async def test_missing_url_and_unprovisioned_bucket_are_unavailable(nats_url: str) -> None:
+    with pytest.raises(Unavailable, match="no NATS URL"):
+        await JetStreamBus(Settings(nats_url="")).connect()
+    async with JetStreamBus(nats_url) as bus:
+        with pytest.raises(Unavailable, match="provision"):
+            await bus.kv("no_such_bucket")
+
+
+async def test_exit_drains_and_disconnects(nats_url: str) -> None:
+    async with JetStreamBus(nats_url) as bus:
+        await bus.provision()
+        pending = await bus.publish_async(subjects.activation_subject("drain", "a"), b"x")
+        nc = bus.nc
+    assert pending.done()
+    assert pending.result().seq > 0
+    assert nc.is_closed
+    with pytest.raises(Unavailable):
+        _ = bus.nc
+
+
+def test_redact_hides_credentials() -> None:
+    assert redact("nats://user:secret@host:4222") == "nats://host:4222"
+    assert redact("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"

@@ -1,0 +1,63 @@
+"""Settings: read from SQUALL_* variables in one place, explicit overrides win, bad values are 400s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.config import Settings
+from broker.errors import BadRequest
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings(data_dir=settings.data_dir)
+    assert settings.nats_url == ""
+    assert settings.stream_max_age_days == 7
+
+
+def test_environment_is_parsed_into_typed_fields() -> None:
+    settings = Settings.from_env(
+        {
+            "SQUALL_NATS_URL": "nats://127.0.0.1:4333",
+            "SQUALL_API_PORT": "8080",
+            "SQUALL_DRAIN_TIMEOUT_S": "1.5",
+            "SQUALL_DATA_DIR": "/var/lib/squall",
+            "UNRELATED": "x",
+        }
+    )
+    assert settings.nats_url == "nats://127.0.0.1:4333"
+    assert settings.api_port == 8080
+    assert settings.drain_timeout_s == 1.5
+    assert settings.data_dir == Path("/var/lib/squall")
+
+
+def test_empty_variables_mean_default() -> None:
+    assert Settings.from_env({"SQUALL_API_PORT": ""}).api_port == Settings().api_port
+
+
+def test_overrides_win_and_none_overrides_are_ignored() -> None:
+    env = {"SQUALL_API_PORT": "8080", "SQUALL_NATS_URL": "nats://env:4222"}
+    settings = Settings.from_env(env, api_port=9090, nats_url=None)
+    assert settings.api_port == 9090
+    assert settings.nats_url == "nats://env:4222"
+
+
+def test_data_dir_user_is_expanded() -> None:
+    settings = Settings.from_env({"SQUALL_DATA_DIR": "~/squall-test"})
+    assert "~" not in str(settings.data_dir)
+    assert settings.data_dir == Path("~/squall-test").expanduser()
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("SQUALL_API_PORT", "eighty"),
+        ("SQUALL_STREAM_MAX_AGE_DAYS", "1.5x"),
+        ("SQUALL_DRAIN_TIMEOUT_S", "soon"),
+    ],
+)
+def test_bad_values_are_bad_requests(var: str, value: str) -> None:
+    with pytest.raises(BadRequest, match="invalid setting"):
+        Settings.from_env({var: value})
