@@ -4,19 +4,31 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from api.context import Services
 from api.errors import EXCEPTION_HANDLERS
 from api.request_id import RequestIdMiddleware
-from api.routes import info, namespaces
+from api.routes import actions, activations, info, namespaces, openapi, packages, rules, triggers
 from broker.activation_store import ActivationStore
 from broker.config import Settings
 from broker.entity_store import EntityStore
 
+ROUTES: list[BaseRoute] = [
+    *info.routes,
+    *namespaces.routes,
+    *actions.routes,
+    *packages.routes,
+    *triggers.routes,
+    *rules.routes,
+    *activations.routes,
+    *openapi.routes,
+]
+
 
 def create_app(settings: Settings, store: EntityStore, activations: ActivationStore) -> Starlette:
     app = Starlette(
-        routes=[*info.routes, *namespaces.routes],
+        routes=list(ROUTES),
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Route
 
-from api.app import create_app
 from broker.admin import create_namespace, ensure_namespace
-from broker.bus import JetStreamBus
-from broker.config import GUEST_KEY, Settings
+from broker.config import GUEST_KEY
 from broker.entity_store import EntityStore
+from tests.integration.conftest import basic
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[EntityStore]:
-    async with JetStreamBus(settings) as bus:
-        await bus.provision()
-        yield EntityStore(bus)
-
-
-@pytest.fixture
-async def client(settings: Settings, store: EntityStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, store)
-
+def app(app: Starlette) -> Starlette:
     async def crash(request: object) -> None:
         raise RuntimeError("boom")
 
     app.router.routes.append(Route("/api/v1/crash", crash))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://squall") as c:
-        yield c
-
-
-def basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}
+    return app
 
 
 async def test_api_info_needs_no_auth(client: httpx.AsyncClient) -> None:
