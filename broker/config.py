@@ -69,6 +69,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _decode_path(type_: type, value: object) -> object:
-    if type_ is Path and isinstance(value, str):
+    if type_ is Path and isinstance(value, str | Path):
         return Path(value)
-    raise NotImplementedError
+    raise NotImplementedError(f"cannot convert {value!r} to {type_}")

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
 
 from broker.config import Settings
 from broker.errors import SquallError
-
-console = Console(stderr=True, highlight=False)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-    )
-
-
-def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a coroutine; Squall's own errors become one clear line and exit status 1, never a traceback."""
-    try:
-        asyncio.run(main())
-    except SquallError as exc:
-        console.print(f"[bold red]squall:[/] {exc.message}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+from squall.admin_cli import admin_group
+from squall.cli_support import configure_logging, console, fail, run_async
 
 
 @click.group()
@@ -105,5 +81,7 @@ def images_ensure() -> None:
     try:
         ensure_images(Settings.from_env())
     except SquallError as exc:
-        console.print(f"[bold red]squall:[/] {exc.message}")
-        sys.exit(1)
+        fail(exc)
+
+
+main.add_command(admin_group, "admin")

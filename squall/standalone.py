@@ -17,9 +17,10 @@ from rich.console import Console
 from broker.admin import ensure_namespace
 from broker.config import GUEST_KEY, Settings
 from broker.errors import Unavailable
-from squall import roles
+from squall import roles, runtime_file
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.podman_service import PodmanService
+from squall.runtime_file import RuntimeInfo
 
 log = logging.getLogger("squall.standalone")
 
@@ -58,6 +59,8 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             await ensure_namespace(backbone.store, settings.guest_namespace, settings.guest_key)
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             api = await stack.enter_async_context(roles.api_role(settings, backbone))
+            info = RuntimeInfo(pid=os.getpid(), api_url=api.url, nats_url=nats_url, mongodb_uri=mongodb_uri)
+            stack.enter_context(runtime_file.published(settings.data_dir, info))
 
             print_banner(console, settings, api.url, time.monotonic() - started)
             await stop.wait()
@@ -66,14 +69,19 @@ async def run_standalone(settings: Settings, console: Console) -> None:
 
 
 def stop_event() -> asyncio.Event:
-    """An event set by SIGINT/SIGTERM; a second signal stops without waiting for the drain."""
+    """An event set by SIGINT/SIGTERM; a second signal, a moment later, stops without waiting for the drain."""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
+    first_at: float | None = None
 
     def on_signal() -> None:
-        if event.is_set() and main is not None:
+        nonlocal first_at
+        # A supervisor often signals the whole process group at once: only a later, deliberate
+        # second signal means "don't wait".
+        if first_at is not None and time.monotonic() - first_at > 1 and main is not None:
             main.cancel()
+        first_at = first_at or time.monotonic()
         event.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,20 +91,25 @@ def stop_event() -> asyncio.Event:
 
 def print_banner(console: Console, settings: Settings, api_url: str, boot_s: float) -> None:
     key = settings.guest_key
-    console.print(
-        f"[bold green]Squall standalone[/] is up in {boot_s:.1f} s: API at [bold]{api_url}/api/v1[/]"
-    )
-    console.print(f"  data dir:   {settings.data_dir}")
-    console.print(f"  NATS:       {settings.nats_url}")
-    console.print(f"  MongoDB:    {settings.mongodb_uri}")
-    console.print(f"  namespace:  {settings.guest_namespace}")
-    console.print(f"  key:        {key}")
+    lines = [
+        f"[bold green]Squall standalone[/] is up in {boot_s:.1f} s: API at [bold]{api_url}/api/v1[/]",
+        f"  data dir:   {settings.data_dir}",
+        f"  NATS:       {settings.nats_url}",
+        f"  MongoDB:    {settings.mongodb_uri}",
+        f"  namespace:  {settings.guest_namespace}",
+        f"  key:        {key}",
+    ]
     if key == GUEST_KEY:
-        console.print(
+        lines.append(
             "  [yellow]warning:[/] this is OpenWhisk's well-known development key; set SQUALL_GUEST_KEY "
             "(or --guest-key) before exposing this server beyond this machine."
         )
-    console.print("Point a client at it:")
-    console.print(f"  wsk property set --apihost {api_url} --auth {key}")
-    console.print(f"  export __OW_API_HOST={api_url} __OW_API_KEY={key}")
-    console.print("Stop with Ctrl-C.")
+    lines += [
+        "Point a client at it:",
+        f"  wsk property set --apihost {api_url} --auth {key}",
+        f"  export __OW_API_HOST={api_url} __OW_API_KEY={key}",
+        "Stop with Ctrl-C.",
+    ]
+    for line in lines:
+        # soft_wrap: a key or URL broken across lines cannot be copied.
+        console.print(line, soft_wrap=True)

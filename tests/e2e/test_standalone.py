@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -13,7 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker.activation_store import ActivationStore
+from broker.activations import SUCCESS, Activation, make_response, new_activation_id
+from broker.bus import JetStreamBus
+from broker.codec import encode
 from broker.config import GUEST_KEY
+from broker.errors import NotFound
+from broker.subjects import activation_subject
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -70,6 +77,38 @@ def processes_mentioning(text: str) -> list[str]:
             if text in cmdline:
                 found.append(f"{entry.name}: {cmdline}")
     return found
+
+
+async def publish_activation(nats_url: str, namespace: str) -> str:
+    record = Activation(
+        namespace=namespace,
+        name="hello",
+        subject=namespace,
+        activationId=new_activation_id(),
+        start=int(time.time() * 1000),
+        end=int(time.time() * 1000),
+        duration=0,
+        response=make_response(SUCCESS, {"ok": True}),
+        logs=[],
+        version="0.0.1",
+        publish=False,
+        annotations=[],
+    )
+    async with JetStreamBus(nats_url) as bus:
+        await bus.publish(activation_subject(namespace, "hello"), encode(record), msg_id=record.activationId)
+    return record.activationId
+
+
+async def wait_stored(mongo_uri: str, activation_id: str, deadline_s: float = 15) -> None:
+    async with ActivationStore(mongo_uri, "squall") as store:
+        end = time.monotonic() + deadline_s
+        while True:
+            try:
+                await store.get("persist", activation_id)
+                return
+            except NotFound:
+                assert time.monotonic() < end, f"activation {activation_id} not stored in {deadline_s} s"
+                await asyncio.sleep(0.1)
 
 
 class Standalone:
@@ -143,10 +182,25 @@ def test_standalone_serves_stops_cleanly_and_keeps_state(workdir: Path) -> None:
         r = httpx.get(f"{first.url}/api/v1/namespaces", auth=(GUEST_AUTH[0], "wrong"))
         assert r.status_code == 401
 
-        assert "development key" in first.output() or "well-known" in first.output()
+        assert "well-known development key" in first.output()
         nats_url = first.banner_value("NATS")
         mongo_uri = first.banner_value("MongoDB")
-        assert nats_url.startswith("nats://") and mongo_uri.startswith("mongodb://")
+        assert nats_url.startswith("nats://")
+        assert mongo_uri.startswith("mongodb://")
+
+        # State to find again after a restart: a namespace made with the admin CLI (found through the
+        # running standalone's data dir) and an activation that the broker's recorder stores.
+        created = subprocess.run(
+            [str(SQUALL), "admin", "--data-dir", str(data_dir), "namespace", "create", "persist"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        persist_key = created.stdout.strip().splitlines()[-1]
+        r = httpx.get(f"{first.url}/api/v1/namespaces", auth=tuple(persist_key.split(":", 1)))
+        assert r.json() == ["persist"]
+        activation_id = asyncio.run(publish_activation(nats_url, "persist"))
+        asyncio.run(wait_stored(mongo_uri, activation_id))
         children = descendants(first.proc.pid)
         assert children, "standalone should have started nats-server and the MongoDB wire server"
     finally:
@@ -163,6 +217,9 @@ def test_standalone_serves_stops_cleanly_and_keeps_state(workdir: Path) -> None:
         second.wait_ready()
         r = httpx.get(f"{second.url}/api/v1/namespaces", auth=GUEST_AUTH)
         assert r.json() == ["guest"]
+        r = httpx.get(f"{second.url}/api/v1/namespaces", auth=tuple(persist_key.split(":", 1)))
+        assert r.json() == ["persist"]
+        asyncio.run(wait_stored(second.banner_value("MongoDB"), activation_id, deadline_s=5))
     finally:
         second.stop()
     assert second.proc.returncode == 0

@@ -61,3 +61,8 @@ def test_data_dir_user_is_expanded() -> None:
 def test_bad_values_are_bad_requests(var: str, value: str) -> None:
     with pytest.raises(BadRequest, match="invalid setting"):
         Settings.from_env({var: value})
+
+
+def test_path_overrides_from_the_cli_are_accepted(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path / "x")
+    assert settings.data_dir == tmp_path / "x"
