@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -74,7 +76,7 @@ class DebianMirror(msgspec.Struct, frozen=True, kw_only=True):
 
 def parse_deb822_sources(text: str) -> list[AptSource]:
     """Binary (`Types: deb`), enabled entries of a deb822 `.sources` file."""
-    sources = []
+    sources: list[AptSource] = []
     for paragraph in _deb822_paragraphs(text):
         types = paragraph.get("types", "").split()
         if "deb" not in types or paragraph.get("enabled", "yes").strip().lower() == "no":
@@ -196,7 +198,9 @@ def as_user_kwargs(user: PodmanUser) -> dict[str, Any]:
     if euid == user.uid:
         return kwargs
     if euid != 0:
-        raise Unavailable(f"the rootless Podman engine belongs to {user.name!r}: run this as root or as that user")
+        raise Unavailable(
+            f"the rootless Podman engine belongs to {user.name!r}: run this as root or as that user"
+        )
     return {**kwargs, "user": user.uid, "group": user.gid, "extra_groups": []}
 
 
@@ -223,10 +227,8 @@ def stop_new_pause(user: PodmanUser, before: int | None) -> None:
     """Stop the pause process a short-lived podman use started, so that a check leaves nothing behind."""
     after = pause_pid(user)
     if after is not None and after != before:
-        try:
-            os.kill(after, 15)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(after, signal.SIGTERM)
 
 
 # --- building -------------------------------------------------------------------------------------------------
@@ -254,16 +256,18 @@ def ensure_images(
     """Build the runtime images whose recipe has no image yet (in parallel), and point `:latest` at them."""
     user = resolve_podman_user(settings.podman_user)
     lock = threading.Lock()
-    unlocked_log = log
 
-    def log(line: str) -> None:  # builds run in threads: keep their lines whole
+    def say(line: str) -> None:  # builds run in threads: keep their lines whole
         with lock:
-            unlocked_log(line)
+            log(line)
 
-    unknown = set(families or ()) - RECIPES.keys()
+    wanted = tuple(RECIPES if families is None else families)
+    unknown = set(wanted) - RECIPES.keys()
     if unknown:
-        raise BadRequest(f"unknown runtime families: {', '.join(sorted(unknown))} (known: {', '.join(RECIPES)})")
-    recipes = [RECIPES[f] for f in (families or RECIPES)]
+        raise BadRequest(
+            f"unknown runtime families: {', '.join(sorted(unknown))} (known: {', '.join(RECIPES)})"
+        )
+    recipes = [RECIPES[f] for f in wanted]
     pause_before = pause_pid(user)
     try:
         missing = [r for r in recipes if not image_exists(user, image_tag(r))]
@@ -274,14 +278,16 @@ def ensure_images(
         ]
         for result in results:
             _tag_latest(user, result.tag, result.kind_family)
-            log(f"images: {result.kind_family}: {result.tag} is up to date")
+            say(f"images: {result.kind_family}: {result.tag} is up to date")
         if missing:
             if os.geteuid() != 0:
-                raise Unavailable("building runtime images needs root (debootstrap): run `sudo squall images ensure`")
+                raise Unavailable(
+                    "building runtime images needs root (debootstrap): run `sudo squall images ensure`"
+                )
             if shutil.which("debootstrap", path=SYSTEM_PATH) is None:
                 raise Unavailable(f"{SETUP_HINT} (debootstrap is not installed)")
             with ThreadPoolExecutor(max_workers=len(missing)) as pool:
-                results += pool.map(lambda r: _build(user, r, log), missing)
+                results += pool.map(lambda r: _build(user, r, say), missing)
         return results
     finally:
         stop_new_pause(user, pause_before)
@@ -295,7 +301,9 @@ def _build(user: PodmanUser, recipe: ImageRecipe, log: Callable[[str], None]) ->
     workdir = Path(tempfile.mkdtemp(prefix=f"squall-image-{family}-", dir="/var/tmp"))
     rootfs, build_log = workdir / "rootfs", workdir / "debootstrap.log"
     try:
-        log(f"images: {family}: debootstrap {recipe.suite} with {','.join(recipe.packages)} from {mirror.uri}")
+        log(
+            f"images: {family}: debootstrap {recipe.suite} with {','.join(recipe.packages)} from {mirror.uri}"
+        )
         with build_log.open("wb") as out:
             done = subprocess.run(
                 ["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
@@ -312,7 +320,9 @@ def _build(user: PodmanUser, recipe: ImageRecipe, log: Callable[[str], None]) ->
         _import(user, rootfs, tag, recipe)
         _tag_latest(user, tag, family)
         size = _image_size(user, tag)
-        log(f"images: {family}: imported {tag} in {time.monotonic() - bootstrapped:.1f} s ({size / 1e6:.0f} MB)")
+        log(
+            f"images: {family}: imported {tag} in {time.monotonic() - bootstrapped:.1f} s ({size / 1e6:.0f} MB)"
+        )
         return ImageResult(
             kind_family=family, tag=tag, built=True, seconds=time.monotonic() - started, size_bytes=size
         )
@@ -322,7 +332,13 @@ def _build(user: PodmanUser, recipe: ImageRecipe, log: Callable[[str], None]) ->
 
 def _trim(rootfs: Path) -> None:
     # Downloaded packages, package lists and documentation are dead weight in an interpreter-only image.
-    for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info"):
+    for sub in (
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+    ):
         target = rootfs / sub
         if target.is_dir() and not target.is_symlink():
             for child in target.iterdir():

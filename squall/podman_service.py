@@ -70,7 +70,7 @@ class PodmanService:
     async def ping(self) -> bool:
         """Whether the service answers. Each ping uses a fresh connection and closes it: the service's graceful
         shutdown waits for open connections."""
-        if not self.socket_path or not Path(self.socket_path).is_socket():
+        if not self.socket_path or not _is_socket(self.socket_path):
             return False
         transport = httpx.AsyncHTTPTransport(uds=self.socket_path)
         try:
@@ -83,9 +83,9 @@ class PodmanService:
     async def _start(self) -> None:
         assert self.user is not None
         binary = podman_binary()
+        run_as = as_user_kwargs(self.user)
         self._prepare_dirs(self.user)
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.socket_path).unlink()  # a stale socket left by a killed service; nobody answers on it
+        _remove_stale_socket(self.socket_path)
         self._pause_before = pause_pid(self.user)
         # setpriv --pdeathsig: should this process die without stopping the service, the service stops too.
         # (Set after the uid change, which would clear it.)
@@ -93,7 +93,7 @@ class PodmanService:
         process = await asyncio.create_subprocess_exec(
             *argv, f"unix://{self.socket_path}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, **as_user_kwargs(self.user),
+            start_new_session=True, **run_as,
         )  # fmt: skip
         self._process, self.started_here = process, True
         self._stderr_reader = asyncio.create_task(self._read_stderr(process))
@@ -136,7 +136,8 @@ class PodmanService:
         pgid = process.pid
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        # Polling: the service's inner process is not our child, so there is nothing to wait on.
+        while _group_alive(pgid) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if _group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
@@ -147,6 +148,19 @@ class PodmanService:
                 await self._stderr_reader
         if self.user is not None:
             stop_new_pause(self.user, self._pause_before)
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return Path(path).is_socket()
+    except PermissionError:  # another user's runtime dir: the start that follows says what to do
+        return False
+
+
+def _remove_stale_socket(path: str) -> None:
+    # Left by a killed service: nobody answers on it, and podman would refuse to bind.
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 import pytest
 from podman import PodmanClient
+from podman.errors import APIError
 
 from broker.config import Settings
+from broker.errors import Unavailable
 from runtimes.images import RECIPES, PodmanUser, image_tag, latest_tag, recipe_digest, resolve_podman_user
 from squall.podman_service import PodmanService
 
@@ -69,6 +73,12 @@ def engine_processes(uid: int) -> set[int]:
         ):
             found.add(int(entry.name))
     return found
+
+
+def host_uid(pid: int) -> int:
+    """The real uid of a process as the host sees it."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
 
 async def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
@@ -156,7 +166,7 @@ async def test_isolated_python_container(settings: Settings, user: PodmanUser, m
             running = time.monotonic()
 
             def report() -> dict[str, Any] | None:
-                lines = b"".join(container.logs(stdout=True, stderr=True)).decode().splitlines()
+                lines = b"".join(cast(Iterable[bytes], container.logs())).decode().splitlines()
                 return json.loads(lines[0]) if lines and lines[0].startswith("{") else None
 
             seen = await wait_for(report, 20, "the probe's report")
@@ -166,12 +176,9 @@ async def test_isolated_python_container(settings: Settings, user: PodmanUser, m
             )
             assert seen["uid"] == 0  # root inside the container ...
             await asyncio.to_thread(container.reload)
-            host_pid = container.attrs["State"]["Pid"]
-            host_status = Path(f"/proc/{host_pid}/status").read_text()
-            host_uid = int(
-                next(line for line in host_status.splitlines() if line.startswith("Uid:")).split()[1]
-            )
-            assert host_uid == user.uid != 0  # ... is the unprivileged user on the host
+            assert (
+                host_uid(container.attrs["State"]["Pid"]) == user.uid != 0
+            )  # ... is the unprivileged user on the host
             assert seen["mounted"] == "hello from the host"
             assert seen["mount_writable"] is False
             assert seen["root_writable"] is False
@@ -182,5 +189,26 @@ async def test_isolated_python_container(settings: Settings, user: PodmanUser, m
             assert seen["nproc"] == [1024, 1024]
             assert seen["python"] == [3, 11]
         finally:
+            # SIGKILL first: the probe is PID 1 and ignores SIGTERM, so a forced remove would wait out the
+            # 10 s stop timeout.
+            with contextlib.suppress(APIError):
+                await asyncio.to_thread(container.kill, signal="SIGKILL")
+            removing = time.monotonic()
             await asyncio.to_thread(container.remove, force=True)
+            print(f"kill + remove {1000 * (time.monotonic() - removing):.0f} ms")
         assert not await asyncio.to_thread(client.containers.exists, container.id)
+
+
+async def test_a_running_service_is_reused_and_left_running(settings: Settings, user: PodmanUser) -> None:
+    async with engine(settings, user) as (outer, _):
+        async with PodmanService(settings) as inner:
+            assert inner.started_here is False
+            assert inner.socket_path == outer.socket_path
+        assert await outer.ping(), "leaving a reused service must not stop it"
+
+
+async def test_missing_user_is_unavailable_with_the_fix(settings: Settings) -> None:
+    missing = msgspec.structs.replace(settings, podman_user="squall-no-such-user")
+    with pytest.raises(Unavailable, match=r"setup-host\.sh"):
+        async with PodmanService(missing):
+            pass

@@ -106,14 +106,20 @@ def test_mirror_prefers_the_requested_suite_then_a_debian_archive() -> None:
         uri="http://t.example/debian", suite="bookworm"
     )
     with pytest.raises(Unavailable):
-        pick_debian_mirror(parse_one_line_sources("deb http://s.example/debian-security bookworm-security main"))
+        pick_debian_mirror(
+            parse_one_line_sources("deb http://s.example/debian-security bookworm-security main")
+        )
 
 
 def test_read_debian_mirror_from_an_apt_directory(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
-    (tmp_path / "sources.list.d" / "other.list.disabled-by-admin").write_text("deb http://x.example/debian sid main")
-    assert read_debian_mirror(tmp_path, "bookworm") == DebianMirror(uri="http://mirror.example/debian", suite="bookworm")
+    (tmp_path / "sources.list.d" / "other.list.disabled-by-admin").write_text(
+        "deb http://x.example/debian sid main"
+    )
+    assert read_debian_mirror(tmp_path, "bookworm") == DebianMirror(
+        uri="http://mirror.example/debian", suite="bookworm"
+    )
     (tmp_path / "sources.list").write_text("deb http://first.example/debian bookworm main\n")
     assert read_debian_mirror(tmp_path).uri == "http://first.example/debian"
 
