@@ -1,0 +1,25 @@
+"""The invocation message: what the API (or the rule engine) puts on the INVOKE stream for an invoker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One requested run of one action. Its `activationId` is also the JetStream message id, so a
+    redelivered or re-published invocation can never become a second activation."""
+
+    activationId: str
+    namespace: str  # the invoking subject's namespace: where the activation record belongs
+    action: str  # the resolved action, fully qualified without the leading slash: "ns/[pkg/]name"
+    params: dict[str, Any] = {}  # already merged: package < binding < action < payload
+    blocking: bool = False
+    subject: str = ""  # the key uuid of the caller (OpenWhisk's activation `subject`)
+    api_key: str | None = None  # only for actions annotated provide-api-key:true
+    transaction_id: str = ""
+    cause: str | None = None  # the enclosing sequence's (or trigger's) activation id
+    binding: str | None = None  # "ns/binding" when invoked through a package binding
+    hops: int = 0  # events caused by actions carry a hop count (loop protection)
+    published: int = 0  # epoch ms when accepted; the activation's waitTime is measured from here
