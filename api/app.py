@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute
 
 from api.context import Services
 from api.errors import EXCEPTION_HANDLERS
-from api.request_id import RequestIdMiddleware
+from api.middleware import RequestIdMiddleware
 from api.routes import actions, activations, info, namespaces, openapi, packages, rules, triggers
 from broker.activation_store import ActivationStore
 from broker.config import Settings

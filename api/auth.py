@@ -8,6 +8,7 @@ import binascii
 import msgspec
 from starlette.requests import Request
 
+from broker.entities import validate_name
 from broker.entity_store import EntityStore
 from broker.errors import Forbidden, Unauthorized
 from broker.namespaces import AuthKey, key_matches, make_auth_key, split_key
@@ -27,6 +28,13 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
         if namespace in (OWN_NAMESPACE, self.namespace):
             return self.namespace
         raise Forbidden()
+
+    def resolve_for_read(self, namespace: str) -> tuple[str, bool]:
+        """The namespace a path names and whether the caller owns it. Unlike `resolve` this allows other
+        namespaces, for the reads OpenWhisk permits there (published packages and their actions)."""
+        if namespace in (OWN_NAMESPACE, self.namespace):
+            return self.namespace, True
+        return validate_name(namespace, "namespace"), False
 
 
 def credentials_of(authorization: str | None) -> tuple[str, str]:

@@ -54,7 +54,7 @@ _FALSE = {"false", "no", "0", "off"}
 
 def query_bool(request: Request, name: str, default: bool = False) -> bool:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     value = raw.lower()
     if value in _TRUE:
@@ -66,7 +66,7 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
 
 def query_int(request: Request, name: str, default: int | None = None) -> int | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         return int(raw)

@@ -36,6 +36,7 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     body: Any = None
     body_required: bool = False
     response: Any = None
+    content_type: str = "application/json"  # of a successful response
     status: int = 200
     other_responses: dict[int, Any] = {}
     errors: tuple[int, ...] = ()

@@ -24,7 +24,7 @@ class KeyValue(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """OpenWhisk's `{key, value}` pair, used for parameters and annotations."""
 
     key: str
-    value: Any = None
+    value: Any  # required, so a null value is still written out (omit_defaults would drop it)
     init: bool = False  # parameters only: passed as environment at /init
 
 

@@ -9,6 +9,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from api.context import JSON
 from api.routing import ApiRoute, Operation
+from broker import kinds, limits
 
 
 def build_version() -> str:
@@ -31,10 +32,13 @@ def api_info() -> dict[str, object]:
 
 
 def system_info() -> dict[str, object]:
+    # Limits and runtimes come from the same catalog the API enforces, so this document cannot drift.
     return {
         "description": "Squall: an OpenWhisk-compatible serverless event platform",
         "support": {"github": "squall", "slack": ""},
         "api_paths": ["/api/v1"],
+        "limits": limits.system_limits_document(),
+        "runtimes": kinds.runtimes_document(),
     }
 
 
@@ -56,6 +60,17 @@ def _info(summary: str) -> Operation:
 
 routes = [
     ApiRoute("/", get_system_info, "GET", _info("System information: API paths, limits and runtimes")),
-    ApiRoute("/ping", ping, "GET", _info("Liveness check; answers `pong`")),
+    ApiRoute(
+        "/ping",
+        ping,
+        "GET",
+        Operation(
+            summary="Liveness check; answers `pong`",
+            tag="Info",
+            response=str,
+            content_type="text/plain",
+            auth=False,
+        ),
+    ),
     ApiRoute("/api/v1", get_api_info, "GET", _info("API version information")),
 ]

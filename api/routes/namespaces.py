@@ -1,4 +1,4 @@
-"""`GET /api/v1/namespaces`: the namespaces the caller's key may use."""
+"""`GET /api/v1/namespaces` (the caller's namespaces) and `GET /api/v1/namespaces/{namespace}/limits`."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity
-from api.context import JSON, authenticated
+from api.context import JSON, authenticated, services
 from api.routing import Operation, route
+from broker.errors import NotFound
+from broker.limits import EffectiveLimits, effective_limits
+from broker.namespaces import NamespaceLimits
+
+TAG = "Namespaces"
 
 
 @route(
     "/api/v1/namespaces",
     "GET",
-    Operation(summary="List the namespaces the caller's key may use", tag="Namespaces", response=list[str]),
+    Operation(summary="List the namespaces the caller's key may use", tag=TAG, response=list[str]),
 )
 @authenticated
 async def list_namespaces(request: Request, identity: Identity) -> Response:
@@ -21,4 +26,24 @@ async def list_namespaces(request: Request, identity: Identity) -> Response:
     return JSON([identity.namespace])
 
 
-routes = [list_namespaces]
+@route(
+    "/api/v1/namespaces/{namespace}/limits",
+    "GET",
+    Operation(
+        summary="The limits of a namespace: its own overrides, the system defaults elsewhere",
+        tag=TAG,
+        response=EffectiveLimits,
+    ),
+)
+@authenticated
+async def get_limits(request: Request, identity: Identity) -> Response:
+    namespace = identity.resolve(request.path_params["namespace"])
+    try:
+        overrides = (await services(request).store.get_namespace(namespace)).limits
+    except NotFound:
+        # A key whose namespace record is missing (e.g. imported by hand) still gets the system limits.
+        overrides = NamespaceLimits()
+    return JSON(effective_limits(overrides))
+
+
+routes = [list_namespaces, get_limits]

@@ -103,3 +103,10 @@ async def test_caller_request_id_is_kept(client: httpx.AsyncClient) -> None:
     assert r.headers["x-request-id"] == "abc-123"
     r = await client.get("/api/v1", headers={"X-Request-ID": "bad id with spaces"})
     assert r.headers["x-request-id"] != "bad id with spaces"
+
+
+async def test_a_path_with_control_characters_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/namespaces/_/actions/a%0A")
+    assert r.status_code == 400
+    assert "control characters" in r.json()["error"]
+    assert r.json()["code"] == r.headers["x-request-id"]

@@ -1,0 +1,45 @@
+"""`GET /invokers` and `GET /invokers/healthy/count`: invoker health, as OpenWhisk's controller serves it."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.context import JSON
+from api.routes.invoke import gateway_of
+from api.routing import Operation, route
+from runtimes.health import healthy_count, listing, now_ms
+
+# The registry refreshes every second in the background; a listing may force a fresher read.
+_MAX_AGE_S = 1.0
+
+
+@route(
+    "/invokers",
+    "GET",
+    Operation(
+        summary='Invoker health: `{"invoker0/<id>": "up" | "unhealthy" | "down"}`, oldest invoker first',
+        tag="Invokers",
+        response=dict[str, str],
+        errors=(503,),
+        auth=False,
+    ),
+)
+async def list_invokers(request: Request) -> Response:
+    beats = await gateway_of(request).registry.heartbeats(max_age_s=_MAX_AGE_S)
+    return JSON(listing(beats, now_ms()))
+
+
+@route(
+    "/invokers/healthy/count",
+    "GET",
+    Operation(
+        summary="The number of invokers that are up", tag="Invokers", response=int, errors=(503,), auth=False
+    ),
+)
+async def count_healthy_invokers(request: Request) -> Response:
+    beats = await gateway_of(request).registry.heartbeats(max_age_s=_MAX_AGE_S)
+    return JSON(healthy_count(beats, now_ms()))
+
+
+routes = [list_invokers, count_healthy_invokers]

@@ -1,0 +1,172 @@
+"""Rule request and response shapes, and the pure steps of a rule PUT: resolving references, merging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from broker.entities import (
+    INITIAL_VERSION,
+    FullyQualifiedName,
+    KeyValue,
+    Rule,
+    bump_patch,
+    parse_fqn,
+    split_namespace,
+    validate_name,
+)
+from broker.errors import BadRequest
+from broker.limits import check_entity_sizes
+from broker.params import normalize
+
+OWN_NAMESPACE = "_"
+
+# A reference is `/ns/[pkg/]name`, a name relative to the caller's namespace, or `{path, name}` (the form
+# GET returns, so a fetched rule can be put back as it is).
+Ref = str | FullyQualifiedName
+
+
+class RulePut(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of `PUT …/rules/{name}` (OpenWhisk's WhiskRulePut); absent fields keep stored values."""
+
+    trigger: Ref | None = None
+    action: Ref | None = None
+    version: str | None = None
+    publish: bool | None = None
+    annotations: list[KeyValue] | None = None
+
+
+class RuleStatusBody(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of `POST …/rules/{name}`: `{"status": "active" | "inactive"}`, checked by parse_status."""
+
+    status: Any = None
+
+
+class RuleView(msgspec.Struct, frozen=True, kw_only=True):
+    """A rule as GET, PUT and DELETE return it: the stored rule plus the status its trigger records."""
+
+    namespace: str
+    name: str
+    version: str
+    publish: bool
+    annotations: list[KeyValue]
+    updated: int
+    status: str
+    trigger: FullyQualifiedName
+    action: FullyQualifiedName
+
+
+class RuleListItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A list item of `GET …/rules`: OpenWhisk lists the rule documents, which carry no status."""
+
+    namespace: str
+    name: str
+    version: str
+    publish: bool
+    annotations: list[KeyValue]
+    updated: int
+    trigger: FullyQualifiedName
+    action: FullyQualifiedName
+
+
+class RuleCount(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET …/rules?count=true`."""
+
+    rules: int
+
+
+class RuleContent(msgspec.Struct, frozen=True, kw_only=True):
+    """A PUT body with its references resolved to the caller's namespace and validated."""
+
+    trigger: FullyQualifiedName | None
+    action: FullyQualifiedName | None
+    version: str | None
+    publish: bool | None
+    annotations: list[KeyValue] | None
+
+
+def view(rule: Rule, status: str) -> RuleView:
+    return RuleView(
+        namespace=rule.namespace,
+        name=rule.name,
+        version=rule.version,
+        publish=rule.publish,
+        annotations=rule.annotations,
+        updated=rule.updated,
+        status=status,
+        trigger=rule.trigger,
+        action=rule.action,
+    )
+
+
+def list_item(rule: Rule) -> RuleListItem:
+    return RuleListItem(
+        namespace=rule.namespace,
+        name=rule.name,
+        version=rule.version,
+        publish=rule.publish,
+        annotations=rule.annotations,
+        updated=rule.updated,
+        trigger=rule.trigger,
+        action=rule.action,
+    )
+
+
+def resolve_ref(ref: Ref, namespace: str) -> FullyQualifiedName:
+    """`{path, name}` of a reference, with `_` (and a relative name) meaning the caller's `namespace`."""
+    if isinstance(ref, str):
+        fqn = parse_fqn(ref, namespace)
+    else:
+        parts = ref.path.split("/")
+        if not 1 <= len(parts) <= 2:
+            raise BadRequest(f"The path '{ref.path}' must look like namespace[/package].")
+        for part in (*parts, ref.name):
+            validate_name(part)
+        fqn = ref
+    root, package = split_namespace(fqn.path)
+    if root == OWN_NAMESPACE:
+        fqn = FullyQualifiedName(
+            path=namespace if package is None else f"{namespace}/{package}", name=fqn.name
+        )
+    return fqn
+
+
+def resolve_put(put: RulePut, namespace: str) -> RuleContent:
+    """Everything about a PUT body that can be checked before reading the store."""
+    check_entity_sizes(annotations=put.annotations)
+    if put.version is not None:
+        bump_patch(put.version)  # validates the semantic version
+    return RuleContent(
+        trigger=None if put.trigger is None else resolve_ref(put.trigger, namespace),
+        action=None if put.action is None else resolve_ref(put.action, namespace),
+        version=put.version,
+        publish=put.publish,
+        annotations=None if put.annotations is None else normalize(put.annotations),
+    )
+
+
+def new_rule(content: RuleContent, namespace: str, name: str) -> Rule:
+    """The rule a PUT creates; OpenWhisk needs both references for that."""
+    if content.trigger is None or content.action is None:
+        raise BadRequest("rule requires a valid trigger and a valid action")
+    return Rule(
+        namespace=namespace,
+        name=name,
+        version=content.version or INITIAL_VERSION,
+        publish=bool(content.publish),
+        annotations=content.annotations or [],
+        trigger=content.trigger,
+        action=content.action,
+    )
+
+
+def updated_rule(content: RuleContent, current: Rule) -> Rule:
+    """`current` with the fields the body gives replaced (the caller bumps the version)."""
+    return msgspec.structs.replace(
+        current,
+        trigger=content.trigger or current.trigger,
+        action=content.action or current.action,
+        publish=current.publish if content.publish is None else content.publish,
+        annotations=current.annotations if content.annotations is None else content.annotations,
+    )

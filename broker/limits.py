@@ -1,0 +1,155 @@
+"""System limits (OpenWhisk's defaults) and the pure checks of action limits and entity sizes against them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from broker.entities import ActionLimits, KeyValue
+from broker.errors import BadRequest, PayloadTooLarge
+from broker.namespaces import NamespaceLimits
+
+MB = 1024 * 1024
+
+# Action limits: (min, max); defaults live on `ActionLimits`. Units: ms, MB, MB, activations.
+TIMEOUT_MS = (100, 300_000)
+MEMORY_MB = (128, 512)
+LOGS_MB = (0, 10)
+CONCURRENCY = (1, 1)  # intra-container concurrency is off in OpenWhisk's default deployment
+
+# Sizes, in bytes, as OpenWhisk measures them (UTF-8 of code; key + compact JSON of each parameter).
+PARAMETERS_MAX_BYTES = 1 * MB
+CODE_MAX_BYTES = 48 * MB
+PAYLOAD_MAX_BYTES = 1 * MB
+RESULT_MAX_BYTES = 1 * MB
+
+SEQUENCE_MAX_LENGTH = 50
+
+# Per-namespace throttles when the namespace record does not override them (ansible/standalone values).
+INVOCATIONS_PER_MINUTE = 60
+CONCURRENT_INVOCATIONS = 30
+FIRES_PER_MINUTE = 60
+
+# The 400 OpenWhisk answers when a limit fails its `require(...)` while the body is read.
+_MALFORMED = "The request content was malformed:\nrequirement failed: "
+
+
+def _range_error(
+    value: int, bounds: tuple[int, int], render: Any, render_bound: Any, what: str
+) -> str | None:
+    low, high = bounds
+    if value < low:
+        return f"{what} {render(value)} below allowed threshold of {render_bound(low)}"
+    if value > high:
+        return f"{what} {render(value)} exceeds allowed threshold of {render_bound(high)}"
+    return None
+
+
+def _ms(value: int) -> str:
+    return f"{value} milliseconds"
+
+
+def _mb(value: int) -> str:
+    return f"{value} MB"
+
+
+def _bytes(value_mb: int) -> str:
+    # OpenWhisk prints its configured bound as a ByteSize read from config, i.e. in bytes ("134217728 B").
+    return f"{value_mb * MB} B"
+
+
+def limit_error(limits: ActionLimits) -> str | None:
+    """The first limit outside its range, in OpenWhisk's words (checked in its field order); None if all fit."""
+    checks = (
+        _range_error(limits.timeout, TIMEOUT_MS, _ms, _ms, "duration"),
+        _range_error(limits.memory, MEMORY_MB, _mb, _bytes, "memory"),
+        _range_error(limits.logs, LOGS_MB, _mb, _bytes, "log size"),
+        _range_error(limits.concurrency, CONCURRENCY, str, str, "concurrency"),
+    )
+    return next((c for c in checks if c is not None), None)
+
+
+def check_action_limits(limits: ActionLimits) -> ActionLimits:
+    """Return `limits` unchanged, or raise the 400 OpenWhisk answers for the first one out of range."""
+    error = limit_error(limits)
+    if error is not None:
+        raise BadRequest(_MALFORMED + error)
+    return limits
+
+
+def parameters_size(parameters: list[KeyValue]) -> int:
+    """OpenWhisk's `Parameters.size`: the UTF-8 bytes of each key plus the compact JSON of its value."""
+    return sum(len(p.key.encode()) + len(msgspec.json.encode(p.value)) for p in parameters)
+
+
+def too_large(field: str, size: int, allowed: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"{field} larger than allowed: {size} > {allowed} bytes.")
+
+
+def check_entity_sizes(
+    *,
+    exec_size: int = 0,
+    parameters: list[KeyValue] | None = None,
+    annotations: list[KeyValue] | None = None,
+) -> None:
+    """413 when code, parameters or annotations pass their limit, checked in OpenWhisk's order."""
+    if exec_size > CODE_MAX_BYTES:
+        raise too_large("exec", exec_size, CODE_MAX_BYTES)
+    for field, values in (("parameters", parameters), ("annotations", annotations)):
+        size = parameters_size(values or [])
+        if size > PARAMETERS_MAX_BYTES:
+            raise too_large(field, size, PARAMETERS_MAX_BYTES)
+
+
+def system_limits_document() -> dict[str, int]:
+    """The `limits` member of `GET /`: durations in ms, memory and logs in bytes, as OpenWhisk shows them."""
+    return {
+        "actions_per_minute": INVOCATIONS_PER_MINUTE,
+        "triggers_per_minute": FIRES_PER_MINUTE,
+        "concurrent_actions": CONCURRENT_INVOCATIONS,
+        "sequence_length": SEQUENCE_MAX_LENGTH,
+        "min_action_duration": TIMEOUT_MS[0],
+        "max_action_duration": TIMEOUT_MS[1],
+        "min_action_memory": MEMORY_MB[0] * MB,
+        "max_action_memory": MEMORY_MB[1] * MB,
+        "min_action_logs": LOGS_MB[0] * MB,
+        "max_action_logs": LOGS_MB[1] * MB,
+    }
+
+
+class EffectiveLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /namespaces/{ns}/limits`: a namespace's overrides filled in with the system values.
+
+    Units as OpenWhisk's limits document: memory and logs in MB, timeouts in ms.
+    """
+
+    invocationsPerMinute: int
+    concurrentInvocations: int
+    firesPerMinute: int
+    minActionMemory: int = MEMORY_MB[0]
+    maxActionMemory: int = MEMORY_MB[1]
+    minActionTimeout: int = TIMEOUT_MS[0]
+    maxActionTimeout: int = TIMEOUT_MS[1]
+    minActionLogs: int = LOGS_MB[0]
+    maxActionLogs: int = LOGS_MB[1]
+    minActionConcurrency: int = CONCURRENCY[0]
+    maxActionConcurrency: int = CONCURRENCY[1]
+    maxParameterSize: int = PARAMETERS_MAX_BYTES
+    maxActionInstances: int = CONCURRENT_INVOCATIONS
+
+
+def effective_limits(overrides: NamespaceLimits) -> EffectiveLimits:
+    """A namespace's limits: its own overrides where set, the system defaults elsewhere."""
+    concurrent = _or(overrides.concurrentInvocations, CONCURRENT_INVOCATIONS)
+    return EffectiveLimits(
+        invocationsPerMinute=_or(overrides.invocationsPerMinute, INVOCATIONS_PER_MINUTE),
+        concurrentInvocations=concurrent,
+        firesPerMinute=_or(overrides.firesPerMinute, FIRES_PER_MINUTE),
+        # An action cannot run more instances than its namespace may run activations at once.
+        maxActionInstances=concurrent,
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value

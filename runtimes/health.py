@@ -1,0 +1,283 @@
+"""Invoker health: heartbeats in a KV bucket, the up/unhealthy/down decision, and the registry that reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Final
+
+import msgspec
+import nats.js.errors
+from nats.js import api
+from nats.js.kv import KeyValue
+
+from broker import codec, subjects
+from broker.bus import JetStreamBus, translate
+from broker.errors import BadRequest
+
+log = logging.getLogger("squall.health")
+
+INVOKERS_BUCKET: Final = "squall_invokers"
+HEARTBEAT_INTERVAL_S: Final = 1.0
+# OpenWhisk's controller marks an invoker offline after 10 s without a ping.
+OFFLINE_AFTER_MS: Final = 10_000
+# ... and unhealthy when more than 3 of its last 10 activations were system errors.
+ERROR_WINDOW: Final = 10
+UNHEALTHY_ERRORS: Final = 3
+# A heartbeat nobody refreshed for this long is forgotten (the invoker disappears from `GET /invokers`).
+FORGET_AFTER_S: Final = 600.0
+
+UP: Final = "up"
+UNHEALTHY: Final = "unhealthy"
+DOWN: Final = "down"
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """What an invoker says about itself every second."""
+
+    id: str
+    capacity_mb: int = 0  # memory the pool may give to containers
+    free_mb: int = 0
+    warm: int = 0  # containers kept warm (idle or busy) and stem cells
+    in_flight: int = 0  # invocations taken from the stream and not yet finished
+    started: int = 0  # epoch ms
+    version: str = ""
+    at: int = 0  # epoch ms of this heartbeat
+    system_errors: int = 0  # of the last ERROR_WINDOW activations
+    stopping: bool = False  # said once on a graceful stop: down at once, not after 10 s
+
+
+class Load(msgspec.Struct, frozen=True, kw_only=True):
+    """The moving part of a heartbeat, asked of the invoker each time."""
+
+    capacity_mb: int = 0
+    free_mb: int = 0
+    warm: int = 0
+    in_flight: int = 0
+    system_errors: int = 0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def invoker_state(beat: Heartbeat, now: int) -> str:
+    """OpenWhisk's invoker states, decided from the last heartbeat alone."""
+    if beat.stopping or now - beat.at > OFFLINE_AFTER_MS:
+        return DOWN
+    if beat.system_errors > UNHEALTHY_ERRORS:
+        return UNHEALTHY
+    return UP
+
+
+def ordered(beats: Iterable[Heartbeat]) -> list[Heartbeat]:
+    """Oldest invoker first: the order that numbers them `invoker0`, `invoker1`, …"""
+    return sorted(beats, key=lambda b: (b.started, b.id))
+
+
+def listing(beats: Iterable[Heartbeat], now: int) -> dict[str, str]:
+    """`GET /invokers` as OpenWhisk's controller answers it: `{"invoker0/<id>": "up", …}`."""
+    return {f"invoker{i}/{b.id}": invoker_state(b, now) for i, b in enumerate(ordered(beats))}
+
+
+def healthy_count(beats: Iterable[Heartbeat], now: int) -> int:
+    return sum(1 for b in beats if invoker_state(b, now) == UP)
+
+
+class ErrorWindow:
+    """The last ERROR_WINDOW outcomes of an invoker: how many were system errors."""
+
+    def __init__(self, size: int = ERROR_WINDOW) -> None:
+        self._outcomes: collections.deque[bool] = collections.deque(maxlen=size)
+
+    def record(self, system_error: bool) -> None:
+        self._outcomes.append(system_error)
+
+    @property
+    def errors(self) -> int:
+        return sum(self._outcomes)
+
+
+async def invokers_bucket(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> KeyValue:
+    """The heartbeat bucket, created on first use; its TTL forgets invokers gone for good."""
+    try:
+        return await bus.js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    except Exception as exc:
+        raise translate(exc, f"binding bucket {bucket}") from None
+    try:
+        return await bus.js.create_key_value(
+            bucket=bucket, history=1, ttl=FORGET_AFTER_S, storage=api.StorageType.FILE
+        )
+    except nats.js.errors.BadRequestError:
+        # Created concurrently by another invoker or API: use theirs.
+        return await bus.js.key_value(bucket)
+    except Exception as exc:
+        raise translate(exc, f"creating bucket {bucket}") from None
+
+
+class HeartbeatPublisher:
+    """`async with HeartbeatPublisher(bus, id, load)`: puts a heartbeat every second until the block ends,
+    then one saying `stopping`, so the registry shows the invoker down at once."""
+
+    def __init__(
+        self,
+        bus: JetStreamBus,
+        invoker_id: str,
+        load: Callable[[], Load],
+        *,
+        version: str = "",
+        interval_s: float = HEARTBEAT_INTERVAL_S,
+        bucket: str = INVOKERS_BUCKET,
+    ) -> None:
+        self.bus = bus
+        self.invoker_id = invoker_id
+        self.load = load
+        self.version = version
+        self.interval_s = interval_s
+        self.bucket = bucket
+        self.started = now_ms()
+        self.beats = 0
+        self._kv: KeyValue | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def beat(self, *, stopping: bool = False) -> Heartbeat:
+        load = self.load()
+        return Heartbeat(
+            id=self.invoker_id,
+            capacity_mb=load.capacity_mb,
+            free_mb=load.free_mb,
+            warm=load.warm,
+            in_flight=load.in_flight,
+            started=self.started,
+            version=self.version,
+            at=now_ms(),
+            system_errors=load.system_errors,
+            stopping=stopping,
+        )
+
+    async def __aenter__(self) -> HeartbeatPublisher:
+        self._kv = await invokers_bucket(self.bus, self.bucket)
+        await self._put(self.beat())  # visible before the first invocation is taken
+        self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.invoker_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):  # best effort: without it the invoker goes down after 10 s
+            await self._put(self.beat(stopping=True))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self._put(self.beat())
+            except Exception as exc:  # NATS away for a moment: the next beat will tell
+                log.warning("heartbeat of %s not published: %s", self.invoker_id, exc)
+
+    async def _put(self, beat: Heartbeat) -> None:
+        assert self._kv is not None
+        await self._kv.put(subjects.token(beat.id), codec.encode(beat))
+        self.beats += 1
+
+
+async def read_heartbeats(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> list[Heartbeat]:
+    """Every heartbeat in the bucket (one per invoker), read in one consumer pass."""
+    await invokers_bucket(bus, bucket)
+    js, stream, prefix = bus.js, f"KV_{bucket}", f"$KV.{bucket}."
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        inactive_threshold=5.0,
+    )
+    beats: list[Heartbeat] = []
+    try:
+        sub = await js.pull_subscribe(prefix + ">", stream=stream, config=config)
+        info = await sub.consumer_info()
+        try:
+            remaining = info.num_pending or 0
+            while remaining > 0:
+                for msg in await sub.fetch(min(remaining, 256), timeout=bus.request_timeout):
+                    remaining = msg.metadata.num_pending
+                    if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
+                        with contextlib.suppress(BadRequest):  # a foreign value is not an invoker
+                            beats.append(codec.decode(msg.data, Heartbeat))
+        finally:
+            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, info.name)
+    except Exception as exc:
+        raise translate(exc, f"reading {bucket}") from None
+    return beats
+
+
+class InvokerRegistry:
+    """The API's view of the invokers, refreshed in the background every second.
+
+    A refresh is also forced on demand when the view says nobody is up, so an invoker that just started
+    is not refused for up to a second.
+    """
+
+    def __init__(
+        self, bus: JetStreamBus, *, refresh_s: float = HEARTBEAT_INTERVAL_S, bucket: str = INVOKERS_BUCKET
+    ) -> None:
+        self.bus = bus
+        self.refresh_s = refresh_s
+        self.bucket = bucket
+        self._beats: list[Heartbeat] = []
+        self._read_at = 0.0  # monotonic
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> InvokerRegistry:
+        self._task = asyncio.create_task(self._run(), name="invoker-registry")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("reading invoker heartbeats failed: %s", exc)
+            await asyncio.sleep(self.refresh_s)
+
+    async def refresh(self) -> list[Heartbeat]:
+        async with self._lock:
+            started = time.monotonic()
+            if started - self._read_at < 0.05:  # someone refreshed while we queued for the lock
+                return self._beats
+            self._beats = await read_heartbeats(self.bus, self.bucket)
+            self._read_at = started
+            return self._beats
+
+    async def heartbeats(self, max_age_s: float | None = None) -> list[Heartbeat]:
+        """The known heartbeats, re-read first if older than `max_age_s`."""
+        if max_age_s is not None and time.monotonic() - self._read_at > max_age_s:
+            return await self.refresh()
+        return self._beats
+
+    async def any_healthy(self) -> bool:
+        """Whether an invoker is up; a view that says "none" is re-read unless it is fresh."""
+        if healthy_count(self._beats, now_ms()):
+            return True
+        return healthy_count(await self.heartbeats(max_age_s=0.1), now_ms()) > 0

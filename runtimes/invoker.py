@@ -1,0 +1,444 @@
+"""The invoker agent: pulls invocations from JetStream, runs them in the container pool, publishes their records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Protocol
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import api
+
+from broker import codec, subjects
+from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
+from broker.bus import JetStreamBus, translate
+from broker.config import Settings
+from broker.entities import ACTIONS, Action, split_namespace
+from broker.entity_store import EntityStore
+from broker.errors import NotFound, SquallError
+from broker.invocations import Invocation
+from broker.kinds import SEQUENCE
+from broker.limits import MB
+from runtimes import activation_result as results
+from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
+from runtimes.health import INVOKERS_BUCKET, ErrorWindow, HeartbeatPublisher, Load, now_ms
+from runtimes.sequences import ResolvedAction, SequenceRunner
+
+log = logging.getLogger("squall.invoker")
+
+DURABLE: Final = "invoker"  # one durable consumer shared by every invoker: they split the work queue
+RESULT_HEADER: Final = "Squall-Result-To"  # where a waiting API wants the record (core NATS subject)
+ACK_WAIT_S: Final = 10.0  # a silent invoker's work goes to another after this (OpenWhisk: offline after 10 s)
+PULL_EXPIRES_S: Final = 1.0  # short-lived pull requests: a stopping invoker is not handed new work for long
+MAX_ATTEMPTS: Final = 5  # deliveries of one invocation before it is recorded as failed instead of run again
+PROVIDE_API_KEY: Final = "provide-api-key"
+GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
+
+
+class Pool(Protocol):
+    """What the invoker needs of a container pool (runtimes/pool.py implements it)."""
+
+    async def run(self, request: RunRequest) -> RunOutcome: ...
+
+
+# -- the run request (pure) ---------------------------------------------------------------------------------
+
+
+def pool_key(action: Action, revision: int, namespace: str) -> str:
+    """Warm containers are shared by runs of the same action revision for the same invoking namespace."""
+    key = f"{action.namespace}/{action.name}@{revision}"
+    root, _ = split_namespace(action.namespace)
+    return key if root == namespace else f"{key}#{namespace}"
+
+
+def split_arguments(value: Any, action: Action) -> tuple[dict[str, str], Any]:
+    """OpenWhisk's `partitionArguments`: parameters marked `init` go to /init's env (as strings), the rest to /run."""
+    init_keys = {p.key for p in action.parameters if p.init}
+    if not init_keys or not isinstance(value, dict):
+        return {}, value
+    env = {
+        k: v if isinstance(v, str) else codec.encode(v).decode() for k, v in value.items() if k in init_keys
+    }
+    return env, {k: v for k, v in value.items() if k not in init_keys}
+
+
+def run_request(
+    invocation: Invocation,
+    action: Action,
+    revision: int,
+    value: Any,
+    *,
+    api_host: str = "",
+    now: int | None = None,
+) -> RunRequest:
+    """The pool's request for one run: both OpenWhisk protocol bodies, with the `__OW_*` values of §3.1."""
+    limits = action.limits
+    deadline = str((now if now is not None else now_ms()) + limits.timeout)
+    wants_key = results.annotation_truthy(action.annotations, PROVIDE_API_KEY, absent=True)
+    api_key = invocation.api_key if wants_key else None
+    run = RunPayload(
+        value=value,
+        namespace=invocation.namespace,
+        action_name=f"/{action.namespace}/{action.name}",
+        action_version=action.version,
+        activation_id=invocation.activationId,
+        transaction_id=invocation.transaction_id or invocation.activationId,
+        deadline=deadline,
+        api_key=api_key,
+    )
+    init_env, run_value = split_arguments(value, action)
+    env = {**init_env, **_ow_env(run)}
+    if api_host:
+        env["__OW_API_HOST"] = api_host
+    exec = action.exec
+    init = InitPayload(
+        name=action.name,
+        main=exec.main if isinstance(exec.main, str) and exec.main else "main",
+        code=exec.code if isinstance(exec.code, str) else "",
+        binary=exec.binary if isinstance(exec.binary, bool) else False,
+        env=env,
+    )
+    return RunRequest(
+        pool_key=pool_key(action, revision, invocation.namespace),
+        kind=exec.kind,
+        memory_mb=limits.memory,
+        timeout_ms=limits.timeout,
+        log_limit_bytes=limits.logs * MB,
+        init=init,
+        run=msgspec.structs.replace(run, value=run_value),
+    )
+
+
+def _ow_env(run: RunPayload) -> dict[str, str]:
+    """Every non-`value` field of the run body as `__OW_<UPPER>`, as the runtimes export them."""
+    fields = msgspec.structs.asdict(run)
+    return {f"__OW_{k.upper()}": str(v) for k, v in fields.items() if k != "value" and v is not None}
+
+
+def default_invoker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# -- the agent ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Work:
+    """One invocation taken from the stream."""
+
+    msg: Msg
+    since: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+
+
+class InvokerAgent:
+    """`async with InvokerAgent(bus, store, pool):` takes invocations until the block ends, then drains:
+    no new work, in-flight runs finish under the drain deadline, the rest go back to the stream (nak)."""
+
+    def __init__(
+        self,
+        bus: JetStreamBus,
+        store: EntityStore,
+        pool: Pool,
+        *,
+        invoker_id: str | None = None,
+        max_in_flight: int = 16,
+        ack_wait_s: float = ACK_WAIT_S,
+        drain_timeout_s: float = 5.0,
+        api_host: str = "",
+        load: Callable[[], Load] | None = None,
+        health_bucket: str = INVOKERS_BUCKET,
+        version: str = "",
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.pool = pool
+        self.invoker_id = invoker_id or default_invoker_id()
+        self.max_in_flight = max_in_flight
+        self.ack_wait_s = ack_wait_s
+        self.drain_timeout_s = drain_timeout_s
+        self.api_host = api_host
+        self._load = load
+        self.errors = ErrorWindow()
+        self.completed = 0
+        self._work: dict[int, _Work] = {}
+        self._ids = itertools.count()
+        self._pending = 0  # messages asked for in pull requests and not yet delivered or expired
+        self._last_pull = 0.0
+        self._stopping = False
+        self._inbox = ""
+        self._sub: Any = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._heartbeat = HeartbeatPublisher(
+            bus, self.invoker_id, self.load, version=version, bucket=health_bucket
+        )
+        self._sequences = SequenceRunner(store, self._execute, self._publish)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> InvokerAgent:
+        await self._ensure_consumer()
+        nc = self.bus.nc
+        self._inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(self._inbox, cb=self._on_message)
+        await self._heartbeat.__aenter__()
+        self._ticker = asyncio.create_task(self._tick(), name=f"invoker-{self.invoker_id}")
+        await self._top_up()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stopping = True
+        deadline = time.monotonic() + self.drain_timeout_s
+        tasks = [w.task for w in self._work.values() if w.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+        for work in list(self._work.values()):
+            if work.task is not None and not work.task.done():
+                work.task.cancel()  # its handler naks the message: another invoker runs it now
+        leftovers = [w.task for w in self._work.values() if w.task is not None]
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=1.0)
+        # Pull requests still open would hand messages to an inbox nobody reads (redelivered only after
+        # ack_wait): keep naking what arrives until they have expired.
+        open_until = self._last_pull + PULL_EXPIRES_S + 0.05
+        while self._pending > 0 and time.monotonic() < min(open_until, deadline + 1.0):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+        await self._heartbeat.__aexit__(None, None, None)
+
+    async def _ensure_consumer(self) -> None:
+        config = api.ConsumerConfig(
+            name=DURABLE,
+            durable_name=DURABLE,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.ack_wait_s,
+            max_ack_pending=-1,
+            max_waiting=512,
+        )
+        try:
+            await self.bus.js.add_consumer(subjects.INVOKE_STREAM, config)
+        except Exception as exc:
+            raise translate(exc, "creating the invoker consumer") from None
+
+    def load(self) -> Load:
+        base = self._load() if self._load is not None else Load()
+        return msgspec.structs.replace(base, in_flight=len(self._work), system_errors=self.errors.errors)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._work)
+
+    # -- pulling ---------------------------------------------------------------------------------------
+
+    async def _top_up(self) -> None:
+        """Keep pull requests open for as many messages as there are free slots."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        if self._pending > 0 and now - self._last_pull > PULL_EXPIRES_S + 2.0:
+            self._pending = 0  # their expiry notices were lost (e.g. a reconnect): they are gone
+        free = self.max_in_flight - len(self._work) - self._pending
+        if free <= 0 or (self._pending > 0 and free < max(1, self.max_in_flight // 4)):
+            return
+        request = {"batch": free, "expires": int(PULL_EXPIRES_S * 1e9)}
+        self._pending += free
+        self._last_pull = now
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.INVOKE_STREAM}.{DURABLE}"
+        try:
+            await self.bus.nc.publish(subject, msgspec.json.encode(request), reply=self._inbox)
+        except Exception as exc:
+            self._pending -= free
+            log.warning("invoker %s cannot ask for work: %s", self.invoker_id, exc)
+
+    async def _tick(self) -> None:
+        """Renews pull requests as they expire, and tells JetStream that long runs are still going."""
+        progress_every = self.ack_wait_s / 3
+        while True:
+            await asyncio.sleep(min(0.25, progress_every))
+            await self._top_up()
+            now = time.monotonic()
+            for work in list(self._work.values()):
+                if now - work.since >= progress_every:
+                    work.since = now
+                    with contextlib.suppress(Exception):
+                        await work.msg.in_progress()
+
+    async def _on_message(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None and not msg.data:
+            await self._on_status(msg, status)
+            return
+        self._pending = max(0, self._pending - 1)
+        if self._stopping:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        key = next(self._ids)
+        work = _Work(msg)
+        self._work[key] = work
+        work.task = asyncio.create_task(self._handle(key, work))
+
+    async def _on_status(self, msg: Msg, status: str) -> None:
+        if status == "100":  # idle heartbeat
+            return
+        assert msg.headers is not None
+        left = msg.headers.get("Nats-Pending-Messages")
+        if left is not None and left.isdigit():
+            self._pending = max(0, self._pending - int(left))
+        elif status in ("404", "408", "409"):
+            self._pending = 0
+        if status == "409" and "Consumer Deleted" in msg.headers.get("Description", ""):
+            with contextlib.suppress(Exception):
+                await self._ensure_consumer()
+        await self._top_up()
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    async def _handle(self, key: int, work: _Work) -> None:
+        msg = work.msg
+        try:
+            try:
+                invocation = codec.decode(msg.data, Invocation)
+            except SquallError:
+                log.error("dropping an unreadable invocation (%d bytes)", len(msg.data))
+                await msg.term()
+                return
+            result_to = msg.headers.get(RESULT_HEADER) if msg.headers else None
+            record = await self._process(invocation, msg.metadata.num_delivered)
+            await self._publish(record, result_to)
+            await msg.ack()
+            self.completed += 1
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception:
+            log.exception("invocation not completed; it will be delivered again")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1)
+        finally:
+            self._work.pop(key, None)
+            if not self._stopping:
+                await self._top_up()
+
+    async def _process(self, invocation: Invocation, attempt: int) -> Activation:
+        """The record of one invocation: a run, a sequence, or the reason it could not run."""
+        root, path = _split_action(invocation.action)
+        name = path.rpartition("/")[2]
+        if attempt >= MAX_ATTEMPTS:
+            return results.internal_error(
+                invocation,
+                name=name,
+                path=invocation.action,
+                message=GAVE_UP.format(n=attempt - 1),
+                now=now_ms(),
+            )
+        try:
+            stored = await self.store.get(ACTIONS, root, path)
+        except NotFound:
+            return results.failure_record(
+                invocation=invocation,
+                name=name,
+                path=invocation.action,
+                status=APPLICATION_ERROR,
+                message=results.ACTION_REMOVED,
+                now=now_ms(),
+            )
+        except SquallError as exc:
+            log.warning("reading action %s failed: %s", invocation.action, exc.message)
+            return results.internal_error(
+                invocation,
+                name=name,
+                path=invocation.action,
+                message=results.ACTION_FETCH_ERROR,
+                now=now_ms(),
+            )
+        action = stored.entity
+        if action.exec.kind == SEQUENCE:
+            return await self._sequences.run(invocation, action)
+        resolved = ResolvedAction(action=action, revision=stored.revision, parameters=[], binding=None)
+        return await self._execute(invocation, resolved, invocation.params, False)
+
+    async def _execute(
+        self, invocation: Invocation, resolved: ResolvedAction, value: Any, caused_by_sequence: bool
+    ) -> Activation:
+        """Run one code action in the pool and make its record."""
+        action = resolved.action
+        request = run_request(invocation, action, resolved.revision, value, api_host=self.api_host)
+        try:
+            outcome = await self.pool.run(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.errors.record(True)
+            log.error("running %s failed in the pool: %s", results.action_path(action), exc)
+            return results.failure_record(
+                invocation=invocation,
+                name=action.name,
+                path=results.action_path(action),
+                status=INTERNAL_ERROR,
+                message=results.RESOURCE_PROVISION_ERROR,
+                now=now_ms(),
+                version=action.version,
+                kind=action.exec.kind,
+                caused_by_sequence=caused_by_sequence,
+            )
+        self.errors.record(False)
+        return results.action_record(
+            invocation=invocation, action=action, outcome=outcome, caused_by_sequence=caused_by_sequence
+        )
+
+    async def _publish(self, record: Activation, result_to: str | None = None) -> None:
+        """Store the record on ACTIVATIONS (msg id = activation id); tell a waiting API as soon as it is sent."""
+        payload = codec.encode(record)
+        limit = self.bus.nc.max_payload
+        if len(payload) > limit:
+            record = results.fit(record, limit)
+            payload = codec.encode(record)
+        root = record.namespace
+        ack = await self.bus.publish_async(
+            subjects.activation_subject(root, entity_path(record)), payload, msg_id=record.activationId
+        )
+        if result_to:
+            with contextlib.suppress(Exception):
+                await self.bus.nc.publish(result_to, payload)
+        await ack
+
+
+def _split_action(fqn: str) -> tuple[str, str]:
+    """`ns/[pkg/]name` as (namespace, `[pkg/]name`)."""
+    root, _, path = fqn.partition("/")
+    return root, path
+
+
+@contextlib.asynccontextmanager
+async def invoker_role(
+    settings: Settings, bus: JetStreamBus, store: EntityStore
+) -> AsyncIterator[InvokerAgent]:
+    """The invoker role for `squall standalone` / `squall serve invoker`: the container pool and the agent."""
+    from runtimes.pool import ContainerPool  # type: ignore[import-not-found,unused-ignore]
+
+    api_host = f"http://{settings.api_host}:{settings.api_port}"
+    async with ContainerPool(settings) as pool:
+        load = getattr(pool, "load", None)
+        async with InvokerAgent(
+            bus, store, pool, api_host=api_host, drain_timeout_s=settings.drain_timeout_s, load=load
+        ) as agent:
+            yield agent

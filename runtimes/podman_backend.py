@@ -1,0 +1,483 @@
+"""Action containers on rootless Podman: create, start, destroy and sweep them, each one sandboxed.
+
+Every container gets: its runtime image (by kind family, content-addressed tag), `--network none` (slirp4netns
+egress only on request and where the host allows it), all capabilities dropped, no-new-privileges, a read-only
+root with one small tmpfs at /tmp, rlimits (nofile, nproc, data), cgroup memory and pids limits where the host
+delegates those controllers, the proxy directory mounted read-only at /squall/proxy and its own socket directory
+mounted at /run/squall.
+
+Fork bombs. Rootless Podman on cgroups v1 cannot set a pids limit, and RLIMIT_NPROC counts the processes of a
+*user id* (per user namespace): all containers running as root inside the engine's user namespace would share one
+budget, so one fork bomb would starve every other container. Each container therefore runs as its own user id
+inside that namespace (a subordinate id on the host, `pool_policy.pick_uid`), which gives it its own RLIMIT_NPROC
+budget. `userns_mode="auto"` (a user namespace per container) would do the same, but the engine silently ignores it
+here. The proxy's socket and /tmp are the only places it can write; the socket directory is made read-only for it
+once the proxy listens.
+
+Memory. Without cgroups, RLIMIT_DATA (private writable memory of each process) stands in for the memory limit:
+RLIMIT_AS would stop Node.js from starting, since V8 reserves large virtual ranges it never touches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import requests
+from podman import PodmanClient
+from podman.errors import APIError, ImageNotFound, NotFound
+
+from broker.config import Settings
+from broker.errors import BadRequest, InternalError, SquallError, Unavailable
+from runtimes.images import RECIPES, SYSTEM_PATH, PodmanUser, image_tag, resolve_podman_user
+from runtimes.uds_http import UdsConnection, connect_when_ready
+from squall.podman_service import PodmanService
+
+POOL_LABEL = "squall.pool"
+OWNER_LABEL = (
+    "squall.owner"  # "<pid>:<start time>" of the process that created it: a dead owner's leftovers go
+)
+PROXY_MOUNT = "/squall/proxy"
+SOCKET_MOUNT = "/run/squall"
+SOCKET_NAME = "proxy.sock"
+MB = 1024 * 1024
+
+PROXY_COMMANDS: dict[str, list[str]] = {
+    "python": ["python3", f"{PROXY_MOUNT}/python_proxy.py"],
+    "nodejs": ["node", f"{PROXY_MOUNT}/node_proxy.js"],
+}
+
+
+class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
+    """The limits every action container gets."""
+
+    tmpfs_mb: int = 64
+    nofile: int = 1024
+    nproc: int = 512  # per container (each has its own user id): bounds a fork bomb well below pid_max
+    uid_low: int = (
+        10000  # container user ids are picked in [uid_low, uid_high) of the engine's user namespace
+    )
+    uid_high: int = 60000
+    log_size_bytes: int = MB  # the engine's own log of the container (the proxy's output, not the action's)
+
+
+class HostFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """What the host's rootless engine can enforce, detected at start."""
+
+    cgroup_version: str
+    memory_limits: bool
+    pids_limits: bool
+    egress: bool
+    egress_problem: str = ""  # why egress is unavailable
+
+
+class Container(msgspec.Struct, frozen=True, kw_only=True):
+    """A started action container."""
+
+    id: str
+    name: str
+    family: str
+    memory_mb: int
+    uid: int
+    socket_dir: str
+    network: bool = False
+
+    @property
+    def socket_path(self) -> str:
+        return f"{self.socket_dir}/{SOCKET_NAME}"
+
+
+class PodmanBackend:
+    """`async with PodmanBackend(settings, pool_id) as backend:` starts (or reuses) the rootless API service,
+    installs the proxies, and removes what a previous, dead owner left behind; on exit every container labelled
+    with `pool_id` is removed. `pool_id` must be unique among the live pools of the host."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool_id: str,
+        sandbox: Sandbox | None = None,
+        *,
+        proxy_source: Path | None = None,
+    ) -> None:
+        if not pool_id or len(pool_id) > 32 or not all(c.isalnum() or c in "-_." for c in pool_id):
+            raise BadRequest(f"invalid pool id {pool_id!r}: 1-32 letters, digits, '-', '_' or '.'")
+        self.settings = settings
+        self.pool_id = pool_id
+        self.sandbox = sandbox or Sandbox()
+        self.proxy_source = proxy_source  # a directory to use instead of runtimes.proxy (development only)
+        self.features = HostFeatures(cgroup_version="", memory_limits=False, pids_limits=False, egress=False)
+        self.user: PodmanUser | None = None
+        self.owner = _owner_token(os.getpid())
+        self._service: PodmanService | None = None
+        self._client: PodmanClient | None = None
+        # podman-py is synchronous: its calls run on a few threads of our own, so that a slow engine cannot
+        # starve the loop's default executor.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="podman")
+        self._images: dict[str, str] = {}
+        self._pool_dir = Path()
+        self._proxy_dir = Path()
+
+    async def __aenter__(self) -> PodmanBackend:
+        self.user = resolve_podman_user(self.settings.podman_user)
+        service = PodmanService(self.settings)
+        await service.__aenter__()
+        self._service = service
+        try:
+            self._client = PodmanClient(base_url=service.base_url)
+            info = await self._call(self._client.info)
+            self.features = detect_features(info, self.user)
+            runtime = Path(self.user.runtime_dir, "squall")
+            self._proxy_dir = await asyncio.to_thread(self._install_proxy, runtime / "proxy")
+            self._pool_dir = runtime / "pools" / self.pool_id
+            await asyncio.to_thread(self._prepare_pool_dirs, runtime / "pools")
+            await self.sweep()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.sweep()
+            await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()  # before the service stops: it waits for open connections
+            self._client = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._service is not None:
+            service, self._service = self._service, None
+            await service.__aexit__(None, None, None)
+
+    # --- containers ---------------------------------------------------------------------------------------
+
+    async def start(self, family: str, memory_mb: int, uid: int, *, network: bool = False) -> Container:
+        """Create and start a container of `family`; its proxy is not necessarily listening yet."""
+        if network and not self.features.egress:
+            raise BadRequest(
+                f"Network egress was requested, but this host cannot provide it: {self.features.egress_problem}."
+            )
+        image = await self._image(family)
+        name = f"squall-{self.pool_id}-{secrets.token_hex(4)}"
+        socket_dir = self._pool_dir / name
+        await asyncio.to_thread(self._make_socket_dir, socket_dir)
+        spec = self.container_spec(name, family, image, memory_mb, uid, str(socket_dir), network)
+        container_id = ""
+        try:
+            created = await self._api("post", "/containers/create", data=json.dumps(spec))
+            container_id = created["Id"]
+            await self._api("post", f"/containers/{container_id}/start")
+        except BaseException:
+            await self._remove(container_id or name)
+            await asyncio.to_thread(shutil.rmtree, socket_dir, True)
+            raise
+        return Container(
+            id=container_id, name=name, family=family, memory_mb=memory_mb, uid=uid,
+            socket_dir=str(socket_dir), network=network,
+        )  # fmt: skip
+
+    def container_spec(
+        self, name: str, family: str, image: str, memory_mb: int, uid: int, socket_dir: str, network: bool
+    ) -> dict[str, Any]:
+        """The engine's container spec (libpod SpecGenerator) of one action container."""
+        box = self.sandbox
+        command = list(PROXY_COMMANDS[family])
+        if family == "nodejs":
+            # V8 sizes its heap from the host's memory; a heap limit under the data rlimit makes it collect
+            # garbage before the kernel refuses it memory.
+            command.insert(1, f"--max-old-space-size={max(memory_mb * 3 // 4, 32)}")
+        limits: dict[str, Any] = {}
+        if self.features.memory_limits:
+            limits["memory"] = {"limit": memory_mb * MB, "swap": memory_mb * MB}
+        if self.features.pids_limits:
+            limits["pids"] = {"limit": box.nproc}
+        return {
+            "name": name,
+            "image": image,
+            "command": command,
+            "labels": {POOL_LABEL: self.pool_id, OWNER_LABEL: self.owner},
+            "user": f"{uid}:{uid}",
+            "work_dir": "/tmp",
+            "env": {
+                "SQUALL_PROXY_SOCKET": f"{SOCKET_MOUNT}/{SOCKET_NAME}",
+                "HOME": "/tmp",
+                "LANG": "C.UTF-8",
+            },
+            "netns": {"nsmode": "slirp4netns" if network else "none"},
+            "cap_drop": ["ALL"],
+            "no_new_privileges": True,
+            "read_only_filesystem": True,
+            "read_write_tmpfs": False,  # only our /tmp: not also /run and /var/tmp
+            "shm_size": box.tmpfs_mb * MB,
+            "mounts": [
+                {
+                    "destination": "/tmp",
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": ["rw", "nosuid", "nodev", f"size={box.tmpfs_mb}m", "mode=1777"],
+                },
+                {
+                    "destination": PROXY_MOUNT,
+                    "type": "bind",
+                    "source": str(self._proxy_dir),
+                    "options": ["ro", "nosuid", "nodev"],
+                },
+                {
+                    "destination": SOCKET_MOUNT,
+                    "type": "bind",
+                    "source": socket_dir,
+                    "options": ["rw", "nosuid", "nodev", "noexec"],
+                },
+            ],  # fmt: skip
+            "r_limits": [
+                {"type": "nofile", "soft": box.nofile, "hard": box.nofile},
+                {"type": "nproc", "soft": box.nproc, "hard": box.nproc},
+                {"type": "data", "soft": memory_mb * MB, "hard": memory_mb * MB},
+            ],
+            "resource_limits": limits,
+            "oom_score_adj": 1000,  # under memory pressure, actions go first
+            "stop_signal": 9,
+            "stop_timeout": 0,
+            "log_configuration": {"driver": "k8s-file", "size": box.log_size_bytes},
+        }
+
+    async def connect(self, container: Container, timeout_s: float) -> UdsConnection:
+        """Wait until the proxy listens, then lock its socket directory (the action cannot write there) and
+        return a connection. TimeoutError after `timeout_s`; NoReply-style InternalError if the container dies."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        connecting = asyncio.ensure_future(connect_when_ready(container.socket_path, deadline))
+        try:
+            while True:
+                done, _ = await asyncio.wait({connecting}, timeout=0.25)
+                if done:
+                    break
+                if not await self.running(container):
+                    raise InternalError(
+                        f"the container of {container.family} exited before its proxy listened"
+                    )
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+        connection = connecting.result()
+        await asyncio.to_thread(os.chmod, container.socket_dir, 0o755)
+        return connection
+
+    async def running(self, container: Container) -> bool:
+        try:
+            attrs = await self._api("get", f"/containers/{container.id}/json")
+        except Unavailable:
+            raise
+        except SquallError:
+            return False
+        return bool(attrs.get("State", {}).get("Running"))
+
+    async def destroy(self, container: Container) -> None:
+        """Kill and remove the container and its socket directory; a container already gone is fine."""
+        await self._remove(container.id)
+        await asyncio.to_thread(shutil.rmtree, container.socket_dir, True)
+
+    async def _remove(self, ref: str) -> None:
+        # SIGKILL first (PID 1 ignores SIGTERM), then remove: 30-80 ms, where a forced remove alone takes
+        # 115 ms even with a zero stop timeout. Killing a container that is not running is an error to ignore.
+        if not ref:
+            return
+        with contextlib.suppress(SquallError):
+            await self._api("post", f"/containers/{ref}/kill", params={"signal": "9"})
+        with contextlib.suppress(NotFoundError_):
+            await self._api("delete", f"/containers/{ref}", params={"force": "true", "v": "true"})
+
+    async def sweep(self) -> int:
+        """Remove this pool's containers and those of pools whose owner process is gone; how many."""
+        listed = await self._api(
+            "get", "/containers/json", params={"all": "true", "filters": json.dumps({"label": [POOL_LABEL]})}
+        )
+        doomed = [
+            c["Id"]
+            for c in listed
+            if c.get("Labels", {}).get(POOL_LABEL) == self.pool_id
+            or not owner_alive(c.get("Labels", {}).get(OWNER_LABEL, ""))
+        ]
+        await asyncio.gather(*(self._remove(ref) for ref in doomed))
+        return len(doomed)
+
+    async def pool_containers(self) -> list[str]:
+        """Ids of the engine's containers labelled with this pool (for tests and diagnostics)."""
+        listed = await self._api(
+            "get",
+            "/containers/json",
+            params={"all": "true", "filters": json.dumps({"label": [f"{POOL_LABEL}={self.pool_id}"]})},
+        )
+        return [c["Id"] for c in listed]
+
+    # --- plumbing -----------------------------------------------------------------------------------------
+
+    async def _image(self, family: str) -> str:
+        if family in self._images:
+            return self._images[family]
+        if family not in RECIPES or family not in PROXY_COMMANDS:
+            raise BadRequest(f"no runtime image for {family!r}")
+        tag = image_tag(RECIPES[family])
+        assert self._client is not None
+        if not await self._call(self._client.images.exists, tag):
+            raise Unavailable(f"The runtime image {tag} is missing: run `make images`.")
+        self._images[family] = tag
+        return tag
+
+    async def _api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call of the engine's REST API; podman and connection errors become broker.errors."""
+        assert self._client is not None
+        api = self._client.api
+
+        def call() -> Any:
+            response = getattr(api, method)(path, **kwargs)
+            response.raise_for_status()
+            return response.json() if response.content else None
+
+        return await self._call(call)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, *args))
+        except (ImageNotFound, NotFound) as exc:
+            raise NotFoundError_(_explain(exc)) from None
+        except APIError as exc:
+            if exc.response is None:  # no answer at all: the service is down
+                raise Unavailable(f"the Podman service does not answer: {_explain(exc)}") from None
+            raise InternalError(f"Podman: {_explain(exc)}") from None
+        except requests.RequestException as exc:
+            raise Unavailable(f"the Podman service does not answer: {exc}") from None
+
+    def _install_proxy(self, dest: Path) -> Path:
+        assert self.user is not None
+        _ensure_dir(dest.parent, self.user, 0o755)
+        if self.proxy_source is None:
+            from runtimes.proxy import install_proxies
+
+            installed = install_proxies(dest, self.user.uid, self.user.gid)
+            return installed if isinstance(installed, Path) else dest
+        _ensure_dir(dest, self.user, 0o755)
+        for item in self.proxy_source.iterdir():
+            if item.is_file():
+                target = dest / item.name
+                shutil.copyfile(item, target)
+                os.chmod(target, 0o644)
+                _chown(target, self.user)
+        return dest
+
+    def _prepare_pool_dirs(self, pools: Path) -> None:
+        assert self.user is not None
+        _ensure_dir(pools, self.user, 0o755)
+        # Leftovers of a previous life of this pool, and of pools whose owner died.
+        shutil.rmtree(self._pool_dir, ignore_errors=True)
+        for other in pools.iterdir():
+            owner = other / "owner"
+            with contextlib.suppress(OSError):
+                if not owner_alive(owner.read_text()):
+                    shutil.rmtree(other, ignore_errors=True)
+        _ensure_dir(self._pool_dir, self.user, 0o755)
+        owner_file = self._pool_dir / "owner"
+        owner_file.write_text(self.owner)
+        _chown(owner_file, self.user)
+
+    def _make_socket_dir(self, path: Path) -> None:
+        assert self.user is not None
+        # Writable by the container's own user id (not the directory's owner) until its proxy listens.
+        _ensure_dir(path, self.user, 0o777)
+
+
+class NotFoundError_(InternalError):  # noqa: N801 - internal marker, never leaves this module
+    """The engine does not know the container or image."""
+
+
+def detect_features(info: dict[str, Any], user: PodmanUser) -> HostFeatures:
+    """What the rootless engine can enforce, from its `info` and the host's /dev/net/tun."""
+    host = info.get("host", {})
+    version = str(host.get("cgroupVersion", ""))
+    controllers = set(host.get("cgroupControllers") or [])
+    egress, problem = egress_support(user)
+    return HostFeatures(
+        cgroup_version=version,
+        memory_limits=version == "v2" and "memory" in controllers,
+        pids_limits=version == "v2" and "pids" in controllers,
+        egress=egress,
+        egress_problem=problem,
+    )
+
+
+def egress_support(user: PodmanUser, tun: str = "/dev/net/tun") -> tuple[bool, str]:
+    """Rootless egress needs slirp4netns and a /dev/net/tun the engine's user can open read-write."""
+    if shutil.which("slirp4netns", path=SYSTEM_PATH) is None:
+        return False, "slirp4netns is not installed"
+    try:
+        st = os.stat(tun)
+    except OSError:
+        return False, f"{tun} does not exist"
+    mode = st.st_mode
+    groups = {user.gid, *os.getgrouplist(user.name, user.gid)}
+    usable = (
+        (st.st_uid == user.uid and mode & stat.S_IRUSR and mode & stat.S_IWUSR)
+        or (st.st_gid in groups and mode & stat.S_IRGRP and mode & stat.S_IWGRP)
+        or (mode & stat.S_IROTH and mode & stat.S_IWOTH)
+    )
+    if not usable:
+        return False, f"{tun} is not readable and writable by the user {user.name!r}"
+    return True, ""
+
+
+def _owner_token(pid: int) -> str:
+    return f"{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot: with the pid, it names one process for good."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat_line.rsplit(")", 1)[-1].split()
+    return "" if fields[0] == "Z" else fields[19]
+
+
+def owner_alive(token: str) -> bool:
+    """Whether the process named by an owner token ("<pid>:<start time>") still runs."""
+    pid, _, started = token.strip().partition(":")
+    if not pid.isdigit() or not started:
+        return False
+    return _start_time(int(pid)) == started
+
+
+def _explain(exc: APIError) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+def _ensure_dir(path: Path, user: PodmanUser, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    _chown(path, user)
+
+
+def _chown(path: Path, user: PodmanUser) -> None:
+    # The engine's user must own what it mounts; when we are that user already, there is nothing to do.
+    if os.geteuid() == 0:
+        os.chown(path, user.uid, user.gid)
