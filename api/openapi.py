@@ -131,12 +131,6 @@ def _content(schemas: _Schemas, type_: Any, media_type: str = JSON_MEDIA) -> dic
     return None if type_ is None else {media_type: {"schema": schemas.ref(type_)}}
 
 
-def media_type_of(op: Operation) -> str:
-    """The success responses' media type: JSON unless the operation says otherwise (`/ping` is text)."""
-    media: str = getattr(op, "media_type", JSON_MEDIA)
-    return media
-
-
 def _operation(route: ApiRoute, schemas: _Schemas, operation_id: str) -> dict[str, Any]:
     op: Operation = route.operation
     params = [
@@ -153,7 +147,7 @@ def _operation(route: ApiRoute, schemas: _Schemas, operation_id: str) -> dict[st
     responses: dict[str, Any] = {}
     for status, type_ in sorted(successes.items()):
         response: dict[str, Any] = {"description": op.summary, "headers": {REQUEST_ID: _REQUEST_ID_HEADER}}
-        content = _content(schemas, type_, media_type_of(op))
+        content = _content(schemas, type_, op.content_type)
         if content is not None:
             response["content"] = content
         responses[str(status)] = response

@@ -8,7 +8,6 @@ import msgspec
 
 from broker.entities import (
     INITIAL_VERSION,
-    NAME_MAX_LENGTH,
     KeyValue,
     Trigger,
     TriggerLimits,
@@ -65,7 +64,7 @@ def summary(trigger: Trigger) -> TriggerSummary:
 
 def valid_feed_name(value: Any) -> bool:
     """OpenWhisk's `EntityPath.validate`: one or more valid name segments separated by `/`."""
-    if not isinstance(value, str) or len(value) > 3 * (NAME_MAX_LENGTH + 1):
+    if not isinstance(value, str):
         return False
     parts = [p for p in value.split("/") if p]
     if not parts:

@@ -9,7 +9,7 @@ whose GET answers a fixed entity document and whose PUT decodes and echoes the b
 same httpx client gets from the same server stack with no auth, no store and no validation.
 
 Prints, for each: requests/s, latency percentiles, and the CPU the server's process tree spent per request
-(the standalone's includes its nats-server and nx-27017; unknown with --url). On a small machine the client
+(the standalone's includes its nats-server and nx-27017; with --url, give --pid to measure it). On a small machine the client
 can be the bottleneck of both, so the throughput ratio alone can hide a costlier server: the CPU per
 request shows it.
 """
@@ -271,6 +271,7 @@ def main() -> None:
     )
     parser.add_argument("--url", help="a running Squall API (default: start `squall standalone`)")
     parser.add_argument("--key", default=GUEST_KEY, help="uuid:secret of a namespace on --url")
+    parser.add_argument("--pid", type=int, help="pid of the server at --url, to measure its CPU per request")
     parser.add_argument("--entity", choices=sorted(BODIES), default="actions")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -286,7 +287,7 @@ def main() -> None:
     floor_port = free_port()
     floor_url = f"http://127.0.0.1:{floor_port}"
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        squall_pid = None
+        squall_pid = args.pid
         if args.url:
             base_url = args.url.rstrip("/")
         else:

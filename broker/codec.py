@@ -12,7 +12,16 @@ from broker.errors import BadRequest
 
 T = TypeVar("T")
 
-_encoder = msgspec.json.Encoder()
+def _encode_foreign(value: Any) -> Any:
+    # MongoDB hands 64-bit integers back as bson.Int64, an int subclass msgspec will not encode itself.
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_foreign)
 
 
 def encode(value: object) -> bytes:

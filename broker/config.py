@@ -38,6 +38,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     podman_user: str = "squall"
     podman_socket: str = ""  # empty: /run/user/<uid of podman_user>/podman/podman.sock
 
+    # The invoker's container pool: the memory budget its containers' limits must fit in, the stem
+    # cells kept prewarmed per runtime family ("python:1,nodejs:1"), and how long an idle one lives.
+    pool_memory_mb: int = 2048
+    pool_prewarm: str = "python:1,nodejs:1"
+    pool_idle_timeout_s: float = 600.0
+
     # Activation retention in MongoDB (TTL index on `expiresAt`).
     activation_retention_days: int = 7
     # JetStream retention for the event-history streams.

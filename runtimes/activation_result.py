@@ -57,6 +57,9 @@ def timed_out(timeout_ms: int, during_init: bool) -> str:
     return f"The action exceeded its time limits of {timeout_ms} milliseconds{tail}"
 
 
+TRUNCATION_MARK: Final = "Logs were truncated because"
+
+
 def logs_truncated(limit_bytes: int) -> str:
     return f"Logs were truncated because the total bytes size exceeds the limit of {limit_bytes} bytes."
 
@@ -154,10 +157,9 @@ def final_logs(outcome: RunOutcome, limit_bytes: int) -> list[str]:
     """The run's log lines, ending with OpenWhisk's truncation notice when the limit cut them."""
     if not outcome.logs_truncated:
         return list(outcome.logs)
-    notice = logs_truncated(limit_bytes)
-    if outcome.logs and outcome.logs[-1].endswith(notice):
-        return list(outcome.logs)
-    return [*outcome.logs, f"{log_time(outcome.end)} stderr: {notice}"]
+    if outcome.logs and TRUNCATION_MARK in outcome.logs[-1]:
+        return list(outcome.logs)  # the pool said it already
+    return [*outcome.logs, f"{log_time(outcome.end)} stderr: {logs_truncated(limit_bytes)}"]
 
 
 def limits_value(limits: ActionLimits) -> Any:

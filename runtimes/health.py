@@ -49,6 +49,7 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     version: str = ""
     at: int = 0  # epoch ms of this heartbeat
     system_errors: int = 0  # of the last ERROR_WINDOW activations
+    completed: int = 0  # invocations finished since the invoker started
     stopping: bool = False  # said once on a graceful stop: down at once, not after 10 s
 
 
@@ -60,6 +61,7 @@ class Load(msgspec.Struct, frozen=True, kw_only=True):
     warm: int = 0
     in_flight: int = 0
     system_errors: int = 0
+    completed: int = 0
 
 
 def now_ms() -> int:
@@ -159,6 +161,7 @@ class HeartbeatPublisher:
             version=self.version,
             at=now_ms(),
             system_errors=load.system_errors,
+            completed=load.completed,
             stopping=stopping,
         )
 
@@ -226,7 +229,7 @@ async def read_heartbeats(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> l
 class InvokerRegistry:
     """The API's view of the invokers, refreshed in the background every second.
 
-    A refresh is also forced on demand when the view says nobody is up, so an invoker that just started
+    A view that says nobody is up is re-read before a request is refused, so an invoker that just started
     is not refused for up to a second.
     """
 
@@ -262,10 +265,11 @@ class InvokerRegistry:
             await asyncio.sleep(self.refresh_s)
 
     async def refresh(self) -> list[Heartbeat]:
+        asked = time.monotonic()
         async with self._lock:
-            started = time.monotonic()
-            if started - self._read_at < 0.05:  # someone refreshed while we queued for the lock
+            if self._read_at >= asked:  # a read that began after we asked finished while we queued
                 return self._beats
+            started = time.monotonic()
             self._beats = await read_heartbeats(self.bus, self.bucket)
             self._read_at = started
             return self._beats
@@ -277,7 +281,9 @@ class InvokerRegistry:
         return self._beats
 
     async def any_healthy(self) -> bool:
-        """Whether an invoker is up; a view that says "none" is re-read unless it is fresh."""
+        """Whether an invoker is up."""
         if healthy_count(self._beats, now_ms()):
             return True
-        return healthy_count(await self.heartbeats(max_age_s=0.1), now_ms()) > 0
+        # Re-read: the view may predate an invoker that just started. Requests queued behind one read
+        # share it, so a flood of refused requests costs one read at a time.
+        return healthy_count(await self.refresh(), now_ms()) > 0

@@ -38,7 +38,7 @@ log = logging.getLogger("squall.invoker")
 DURABLE: Final = "invoker"  # one durable consumer shared by every invoker: they split the work queue
 RESULT_HEADER: Final = "Squall-Result-To"  # where a waiting API wants the record (core NATS subject)
 ACK_WAIT_S: Final = 10.0  # a silent invoker's work goes to another after this (OpenWhisk: offline after 10 s)
-PULL_EXPIRES_S: Final = 1.0  # short-lived pull requests: a stopping invoker is not handed new work for long
+PULL_EXPIRES_S: Final = 5.0  # pull requests are renewed this often; one lost in a reconnect is forgotten after it
 MAX_ATTEMPTS: Final = 5  # deliveries of one invocation before it is recorded as failed instead of run again
 PROVIDE_API_KEY: Final = "provide-api-key"
 GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
@@ -200,6 +200,11 @@ class InvokerAgent:
     ) -> None:
         self._stopping = True
         deadline = time.monotonic() + self.drain_timeout_s
+        # JetStream drops the pull requests of an inbox nobody listens to, so unsubscribing first means no
+        # new work comes here; naking it instead would bounce it back to our open requests, spending its
+        # delivery attempts.
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
         tasks = [w.task for w in self._work.values() if w.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
@@ -209,17 +214,10 @@ class InvokerAgent:
         leftovers = [w.task for w in self._work.values() if w.task is not None]
         if leftovers:
             await asyncio.wait(leftovers, timeout=1.0)
-        # Pull requests still open would hand messages to an inbox nobody reads (redelivered only after
-        # ack_wait): keep naking what arrives until they have expired.
-        open_until = self._last_pull + PULL_EXPIRES_S + 0.05
-        while self._pending > 0 and time.monotonic() < min(open_until, deadline + 1.0):  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        if self._ticker is not None:
+        if self._ticker is not None:  # it kept telling JetStream about long runs until now
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
         await self._heartbeat.__aexit__(None, None, None)
 
     async def _ensure_consumer(self) -> None:
@@ -239,7 +237,9 @@ class InvokerAgent:
 
     def load(self) -> Load:
         base = self._load() if self._load is not None else Load()
-        return msgspec.structs.replace(base, in_flight=len(self._work), system_errors=self.errors.errors)
+        return msgspec.structs.replace(
+            base, in_flight=len(self._work), system_errors=self.errors.errors, completed=self.completed
+        )
 
     @property
     def in_flight(self) -> int:
@@ -428,17 +428,32 @@ def _split_action(fqn: str) -> tuple[str, str]:
     return root, path
 
 
+def pool_load(stats: Any) -> Load:
+    """A heartbeat's view of the pool's `stats()` (runtimes/pool.py's PoolStats)."""
+    return Load(capacity_mb=stats.capacity_mb, free_mb=stats.free_mb, warm=stats.containers)
+
+
 @contextlib.asynccontextmanager
 async def invoker_role(
     settings: Settings, bus: JetStreamBus, store: EntityStore
 ) -> AsyncIterator[InvokerAgent]:
-    """The invoker role for `squall standalone` / `squall serve invoker`: the container pool and the agent."""
-    from runtimes.pool import ContainerPool  # type: ignore[import-not-found,unused-ignore]
+    """The invoker role for `squall standalone` and `squall serve invoker`: a container pool and an agent.
 
-    api_host = f"http://{settings.api_host}:{settings.api_port}"
+    Enter it after the API role: it then knows the API's real port for `__OW_API_HOST`. It runs one
+    invocation per free pool slot plus a few queued, so a second invoker can take what this one cannot
+    start soon.
+    """
+    from runtimes.pool import ContainerPool
+
     async with ContainerPool(settings) as pool:
-        load = getattr(pool, "load", None)
+        slots = max(1, pool.config.memory_mb // 256)
         async with InvokerAgent(
-            bus, store, pool, api_host=api_host, drain_timeout_s=settings.drain_timeout_s, load=load
+            bus,
+            store,
+            pool,
+            api_host=f"http://{settings.api_host}:{settings.api_port}",
+            drain_timeout_s=settings.drain_timeout_s,
+            load=lambda: pool_load(pool.stats()),
+            max_in_flight=slots + max(2, slots // 2),
         ) as agent:
             yield agent

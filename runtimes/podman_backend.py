@@ -11,8 +11,10 @@ Fork bombs. Rootless Podman on cgroups v1 cannot set a pids limit, and RLIMIT_NP
 budget, so one fork bomb would starve every other container. Each container therefore runs as its own user id
 inside that namespace (a subordinate id on the host, `pool_policy.pick_uid`), which gives it its own RLIMIT_NPROC
 budget. `userns_mode="auto"` (a user namespace per container) would do the same, but the engine silently ignores it
-here. The proxy's socket and /tmp are the only places it can write; the socket directory is made read-only for it
-once the proxy listens.
+here. With nproc 512 a bomb stays far below the host's pid_max, and since a container is a session of its own, the
+scheduler's autogroups give all its processes together one share of the CPU, not one share each. The proxy's
+socket, /tmp and /dev/shm (both `tmpfs_mb`) are the only places it can write; the socket directory is made
+read-only for it once the proxy listens.
 
 Memory. Without cgroups, RLIMIT_DATA (private writable memory of each process) stands in for the memory limit:
 RLIMIT_AS would stop Node.js from starting, since V8 reserves large virtual ranges it never touches.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -41,13 +44,14 @@ from podman.errors import APIError, ImageNotFound, NotFound
 from broker.config import Settings
 from broker.errors import BadRequest, InternalError, SquallError, Unavailable
 from runtimes.images import RECIPES, SYSTEM_PATH, PodmanUser, image_tag, resolve_podman_user
-from runtimes.uds_http import UdsConnection, connect_when_ready
+from runtimes.proxy import install_proxies
+from runtimes.uds_http import DEFAULT_MAX_BODY, UdsConnection, connect_when_ready
 from squall.podman_service import PodmanService
 
 POOL_LABEL = "squall.pool"
-OWNER_LABEL = (
-    "squall.owner"  # "<pid>:<start time>" of the process that created it: a dead owner's leftovers go
-)
+# "<pid>:<start time>" of the process that created the container: a dead owner's leftovers are swept.
+OWNER_LABEL = "squall.owner"
+SOCKET_DIR_LABEL = "squall.socket_dir"  # removed with the container by a sweep
 PROXY_MOUNT = "/squall/proxy"
 SOCKET_MOUNT = "/run/squall"
 SOCKET_NAME = "proxy.sock"
@@ -65,9 +69,8 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     tmpfs_mb: int = 64
     nofile: int = 1024
     nproc: int = 512  # per container (each has its own user id): bounds a fork bomb well below pid_max
-    uid_low: int = (
-        10000  # container user ids are picked in [uid_low, uid_high) of the engine's user namespace
-    )
+    # Container user ids are picked in [uid_low, uid_high) of the engine's user namespace (its subuid range).
+    uid_low: int = 10000
     uid_high: int = 60000
     log_size_bytes: int = MB  # the engine's own log of the container (the proxy's output, not the action's)
 
@@ -108,15 +111,16 @@ class PodmanBackend:
         settings: Settings,
         pool_id: str,
         sandbox: Sandbox | None = None,
-        *,
-        proxy_source: Path | None = None,
     ) -> None:
-        if not pool_id or len(pool_id) > 32 or not all(c.isalnum() or c in "-_." for c in pool_id):
-            raise BadRequest(f"invalid pool id {pool_id!r}: 1-32 letters, digits, '-', '_' or '.'")
+        if (
+            not pool_id
+            or len(pool_id) > 64
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in pool_id)
+        ):
+            raise BadRequest(f"invalid pool id {pool_id!r}: 1-64 letters, digits, '-', '_' or '.'")
         self.settings = settings
         self.pool_id = pool_id
         self.sandbox = sandbox or Sandbox()
-        self.proxy_source = proxy_source  # a directory to use instead of runtimes.proxy (development only)
         self.features = HostFeatures(cgroup_version="", memory_limits=False, pids_limits=False, egress=False)
         self.user: PodmanUser | None = None
         self.owner = _owner_token(os.getpid())
@@ -126,7 +130,10 @@ class PodmanBackend:
         # starve the loop's default executor.
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="podman")
         self._images: dict[str, str] = {}
-        self._pool_dir = Path()
+        self._reviving = asyncio.Lock()
+        self._pool_dir: Path | None = (
+            None  # <runtime dir>/squall/pools/<pool>: one socket directory per container
+        )
         self._proxy_dir = Path()
 
     async def __aenter__(self) -> PodmanBackend:
@@ -140,8 +147,9 @@ class PodmanBackend:
             self.features = detect_features(info, self.user)
             runtime = Path(self.user.runtime_dir, "squall")
             self._proxy_dir = await asyncio.to_thread(self._install_proxy, runtime / "proxy")
-            self._pool_dir = runtime / "pools" / self.pool_id
-            await asyncio.to_thread(self._prepare_pool_dirs, runtime / "pools")
+            pool_dir = runtime / "pools" / _short(self.pool_id)
+            await asyncio.to_thread(self._prepare_pool_dir, pool_dir)
+            self._pool_dir = pool_dir
             await self.sweep()
         except BaseException:
             await self._close()
@@ -153,13 +161,15 @@ class PodmanBackend:
     ) -> None:
         try:
             await self.sweep()
-            await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
+            if self._pool_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
         finally:
             await self._close()
 
     async def _close(self) -> None:
         if self._client is not None:
-            self._client.close()  # before the service stops: it waits for open connections
+            # Before the service stops: its graceful shutdown waits for open connections.
+            self._client.close()  # type: ignore[no-untyped-call]
             self._client = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._service is not None:
@@ -175,17 +185,29 @@ class PodmanBackend:
                 f"Network egress was requested, but this host cannot provide it: {self.features.egress_problem}."
             )
         image = await self._image(family)
-        name = f"squall-{self.pool_id}-{secrets.token_hex(4)}"
-        socket_dir = self._pool_dir / name
+        assert self._pool_dir is not None, "start() needs an entered backend"
+        token = secrets.token_hex(4)
+        name = f"squall-{self.pool_id}-{token}"
+        socket_dir = self._pool_dir / token  # short: a socket path must fit in 107 bytes
         await asyncio.to_thread(self._make_socket_dir, socket_dir)
-        spec = self.container_spec(name, family, image, memory_mb, uid, str(socket_dir), network)
-        container_id = ""
+        spec = self.container_spec(
+            name,
+            family,
+            image=image,
+            memory_mb=memory_mb,
+            uid=uid,
+            socket_dir=str(socket_dir),
+            network=network,
+        )
+        # The engine calls run in threads that a cancellation cannot stop: a container could appear after we
+        # gave up on it. So they run in a task of their own, and a cancelled start waits for it, then removes.
+        creating = asyncio.ensure_future(self._create_and_start(spec))
         try:
-            created = await self._api("post", "/containers/create", data=json.dumps(spec))
-            container_id = created["Id"]
-            await self._api("post", f"/containers/{container_id}/start")
+            container_id = await asyncio.shield(creating)
         except BaseException:
-            await self._remove(container_id or name)
+            with contextlib.suppress(BaseException):
+                await creating
+            await self._remove(name)
             await asyncio.to_thread(shutil.rmtree, socket_dir, True)
             raise
         return Container(
@@ -193,8 +215,13 @@ class PodmanBackend:
             socket_dir=str(socket_dir), network=network,
         )  # fmt: skip
 
+    async def _create_and_start(self, spec: dict[str, Any]) -> str:
+        created = await self._api("post", "/containers/create", data=json.dumps(spec))
+        await self._api("post", f"/containers/{created['Id']}/start")
+        return str(created["Id"])
+
     def container_spec(
-        self, name: str, family: str, image: str, memory_mb: int, uid: int, socket_dir: str, network: bool
+        self, name: str, family: str, *, image: str, memory_mb: int, uid: int, socket_dir: str, network: bool
     ) -> dict[str, Any]:
         """The engine's container spec (libpod SpecGenerator) of one action container."""
         box = self.sandbox
@@ -212,7 +239,7 @@ class PodmanBackend:
             "name": name,
             "image": image,
             "command": command,
-            "labels": {POOL_LABEL: self.pool_id, OWNER_LABEL: self.owner},
+            "labels": {POOL_LABEL: self.pool_id, OWNER_LABEL: self.owner, SOCKET_DIR_LABEL: socket_dir},
             "user": f"{uid}:{uid}",
             "work_dir": "/tmp",
             "env": {
@@ -245,7 +272,7 @@ class PodmanBackend:
                     "source": socket_dir,
                     "options": ["rw", "nosuid", "nodev", "noexec"],
                 },
-            ],  # fmt: skip
+            ],
             "r_limits": [
                 {"type": "nofile", "soft": box.nofile, "hard": box.nofile},
                 {"type": "nproc", "soft": box.nproc, "hard": box.nproc},
@@ -258,12 +285,16 @@ class PodmanBackend:
             "log_configuration": {"driver": "k8s-file", "size": box.log_size_bytes},
         }
 
-    async def connect(self, container: Container, timeout_s: float) -> UdsConnection:
+    async def connect(
+        self, container: Container, timeout_s: float, *, max_body: int = DEFAULT_MAX_BODY
+    ) -> UdsConnection:
         """Wait until the proxy listens, then lock its socket directory (the action cannot write there) and
-        return a connection. TimeoutError after `timeout_s`; NoReply-style InternalError if the container dies."""
+        return a connection. InternalError if the container exits first or its proxy is not up in `timeout_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        connecting = asyncio.ensure_future(connect_when_ready(container.socket_path, deadline))
+        connecting = asyncio.ensure_future(
+            connect_when_ready(container.socket_path, deadline, max_body=max_body)
+        )
         try:
             while True:
                 done, _ = await asyncio.wait({connecting}, timeout=0.25)
@@ -278,7 +309,16 @@ class PodmanBackend:
                 connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await connecting
-        connection = connecting.result()
+        try:
+            connection = connecting.result()
+        except TimeoutError:
+            raise InternalError(
+                f"the proxy of a new {container.family} container did not listen within {timeout_s:g} s"
+            ) from None
+        except OSError as exc:
+            raise InternalError(
+                f"cannot connect to the proxy of a new {container.family} container: {exc}"
+            ) from None
         await asyncio.to_thread(os.chmod, container.socket_dir, 0o755)
         return connection
 
@@ -303,7 +343,7 @@ class PodmanBackend:
             return
         with contextlib.suppress(SquallError):
             await self._api("post", f"/containers/{ref}/kill", params={"signal": "9"})
-        with contextlib.suppress(NotFoundError_):
+        with contextlib.suppress(_Gone):
             await self._api("delete", f"/containers/{ref}", params={"force": "true", "v": "true"})
 
     async def sweep(self) -> int:
@@ -312,12 +352,17 @@ class PodmanBackend:
             "get", "/containers/json", params={"all": "true", "filters": json.dumps({"label": [POOL_LABEL]})}
         )
         doomed = [
-            c["Id"]
+            c
             for c in listed
-            if c.get("Labels", {}).get(POOL_LABEL) == self.pool_id
-            or not owner_alive(c.get("Labels", {}).get(OWNER_LABEL, ""))
+            if (c.get("Labels") or {}).get(POOL_LABEL) == self.pool_id
+            or not owner_alive((c.get("Labels") or {}).get(OWNER_LABEL, ""))
         ]
-        await asyncio.gather(*(self._remove(ref) for ref in doomed))
+        await asyncio.gather(*(self._remove(c["Id"]) for c in doomed))
+        pools = self._pool_dir.parent if self._pool_dir is not None else None
+        for c in doomed:
+            socket_dir = Path((c.get("Labels") or {}).get(SOCKET_DIR_LABEL, ""))
+            if socket_dir.parent.parent == pools:  # only ever a directory of the kind we make
+                await asyncio.to_thread(shutil.rmtree, socket_dir, True)
         return len(doomed)
 
     async def pool_containers(self) -> list[str]:
@@ -356,47 +401,51 @@ class PodmanBackend:
         return await self._call(call)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run a podman-py call on our threads. If the API service is gone (it may have been another process's,
+        or it crashed), start it again and retry once: the containers keep running without it."""
+        try:
+            return await self._call_once(fn, *args)
+        except _ServiceDown:
+            await self._revive()
+            return await self._call_once(fn, *args)
+
+    async def _call_once(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, partial(fn, *args))
         except (ImageNotFound, NotFound) as exc:
-            raise NotFoundError_(_explain(exc)) from None
+            raise _Gone(_explain(exc)) from None
         except APIError as exc:
             if exc.response is None:  # no answer at all: the service is down
-                raise Unavailable(f"the Podman service does not answer: {_explain(exc)}") from None
+                raise _ServiceDown(f"the Podman service does not answer: {_explain(exc)}") from None
             raise InternalError(f"Podman: {_explain(exc)}") from None
         except requests.RequestException as exc:
-            raise Unavailable(f"the Podman service does not answer: {exc}") from None
+            raise _ServiceDown(f"the Podman service does not answer: {exc}") from None
+
+    async def _revive(self) -> None:
+        async with self._reviving:
+            if self._service is not None and not await self._service.ping():
+                await (
+                    self._service.__aenter__()
+                )  # reuses one that answers, or starts one as the engine's user
 
     def _install_proxy(self, dest: Path) -> Path:
         assert self.user is not None
         _ensure_dir(dest.parent, self.user, 0o755)
-        if self.proxy_source is None:
-            from runtimes.proxy import install_proxies
+        return install_proxies(dest, self.user.uid, self.user.gid)
 
-            installed = install_proxies(dest, self.user.uid, self.user.gid)
-            return installed if isinstance(installed, Path) else dest
-        _ensure_dir(dest, self.user, 0o755)
-        for item in self.proxy_source.iterdir():
-            if item.is_file():
-                target = dest / item.name
-                shutil.copyfile(item, target)
-                os.chmod(target, 0o644)
-                _chown(target, self.user)
-        return dest
-
-    def _prepare_pool_dirs(self, pools: Path) -> None:
+    def _prepare_pool_dir(self, pool_dir: Path) -> None:
         assert self.user is not None
-        _ensure_dir(pools, self.user, 0o755)
+        _ensure_dir(pool_dir.parent, self.user, 0o755)
         # Leftovers of a previous life of this pool, and of pools whose owner died.
-        shutil.rmtree(self._pool_dir, ignore_errors=True)
-        for other in pools.iterdir():
+        shutil.rmtree(pool_dir, ignore_errors=True)
+        for other in pool_dir.parent.iterdir():
             owner = other / "owner"
             with contextlib.suppress(OSError):
                 if not owner_alive(owner.read_text()):
                     shutil.rmtree(other, ignore_errors=True)
-        _ensure_dir(self._pool_dir, self.user, 0o755)
-        owner_file = self._pool_dir / "owner"
+        _ensure_dir(pool_dir, self.user, 0o755)
+        owner_file = pool_dir / "owner"
         owner_file.write_text(self.owner)
         _chown(owner_file, self.user)
 
@@ -406,7 +455,11 @@ class PodmanBackend:
         _ensure_dir(path, self.user, 0o777)
 
 
-class NotFoundError_(InternalError):  # noqa: N801 - internal marker, never leaves this module
+class _ServiceDown(Unavailable):
+    """The engine's API service does not answer."""
+
+
+class _Gone(InternalError):
     """The engine does not know the container or image."""
 
 
@@ -443,6 +496,11 @@ def egress_support(user: PodmanUser, tun: str = "/dev/net/tun") -> tuple[bool, s
     if not usable:
         return False, f"{tun} is not readable and writable by the user {user.name!r}"
     return True, ""
+
+
+def _short(pool_id: str) -> str:
+    """The pool's directory name: the id itself, or a digest of a long one (socket paths are short)."""
+    return pool_id if len(pool_id) <= 24 else hashlib.sha256(pool_id.encode()).hexdigest()[:16]
 
 
 def _owner_token(pid: int) -> str:

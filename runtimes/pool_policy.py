@@ -19,6 +19,7 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     key: str | None = None  # the pool key of the action it was initialized with; None for a stem cell
     busy: bool = False  # starting, initializing or running: not available, not evictable
     last_used: float = 0.0  # monotonic seconds: end of its last run, or its creation for a stem cell
+    network: bool = False  # created with network egress (stem cells never are)
 
 
 class Want(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +28,7 @@ class Want(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     family: str
     memory_mb: int
+    network: bool = False
 
 
 class Reuse(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,7 +74,11 @@ def choose(slots: Collection[Slot], want: Want, budget_mb: int) -> Decision:
     if warm:
         # The most recently used: the others are then the first to reach the idle timeout.
         return Reuse(id=max(warm, key=lambda s: s.last_used).id, warm=True)
-    stems = [s for s in idle if s.key is None and s.family == want.family and s.memory_mb == want.memory_mb]
+    stems = [
+        s
+        for s in idle
+        if s.key is None and s.family == want.family and s.memory_mb == want.memory_mb and not want.network
+    ]
     if stems:
         return Reuse(id=min(stems, key=lambda s: s.last_used).id, warm=False)
     free = budget_mb - used_mb(slots)
@@ -104,30 +110,47 @@ def reap_interval(idle_timeout_s: float) -> float:
     return min(max(idle_timeout_s / 2, 0.05), 30.0)
 
 
-def stems_to_start(
+class StemPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """Stem cells to start now (one family per cell), after removing the idle warm containers in `evict`."""
+
+    start: tuple[str, ...] = ()
+    evict: tuple[str, ...] = ()
+
+
+def plan_stems(
     slots: Collection[Slot], targets: Mapping[str, int], memory_mb: int, budget_mb: int, queued: int
-) -> list[str]:
-    """The families to start one stem cell for now, in a fair order, within the free memory. Nothing while runs
-    are queued: they need the memory more than a future run does."""
+) -> StemPlan:
+    """The stem cells missing from the prewarm targets, round-robin over the families (a small budget gets one of
+    each kind before two of one). They count in the memory budget, and idle warm containers are evicted for them
+    (least recently used first): like OpenWhisk's prewarm pool, the targets hold whatever the load. Nothing while
+    runs are queued: those need the memory now."""
     if queued:
-        return []
+        return StemPlan()
     free = budget_mb - used_mb(slots)
     have = {family: 0 for family in targets}
     for slot in slots:
         if slot.key is None and slot.family in have and slot.memory_mb == memory_mb:
             have[slot.family] += 1
+    evictable = [s for s in eviction_order(s for s in slots if not s.busy) if s.key is not None]
     starts: list[str] = []
-    # Round-robin over the families so that a small budget gets one of each kind before two of one.
+    evict: list[str] = []
     while True:
         progressed = False
         for family, target in targets.items():
-            if have[family] < target and memory_mb <= free:
-                starts.append(family)
-                have[family] += 1
-                free -= memory_mb
-                progressed = True
+            if have[family] >= target:
+                continue
+            while free < memory_mb and evictable:
+                victim = evictable.pop(0)
+                evict.append(victim.id)
+                free += victim.memory_mb
+            if free < memory_mb:
+                break
+            starts.append(family)
+            have[family] += 1
+            free -= memory_mb
+            progressed = True
         if not progressed:
-            return starts
+            return StemPlan(start=tuple(starts), evict=tuple(evict))
 
 
 def keep_after_run(status: int | None, body: bytes) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 from broker.errors import InternalError
 
@@ -35,7 +34,7 @@ class UdsConnection:
         self._writer = writer
         self._max_body = max_body
         self._broken = False
-        self._head = "Host: squall\r\nContent-Type: application/json\r\nContent-Length: ".encode()
+        self._head = b"Host: squall\r\nContent-Type: application/json\r\nContent-Length: "
 
     @classmethod
     async def open(cls, path: str, *, max_body: int = DEFAULT_MAX_BODY) -> UdsConnection:
@@ -67,10 +66,14 @@ class UdsConnection:
             raise NoReply(f"The container gave no reply ({type(exc).__name__}: {exc}).") from None
 
     async def _exchange(self, target: str, body: bytes) -> tuple[int, bytes]:
-        self._writer.write(b"POST %s HTTP/1.1\r\n%s%d\r\n\r\n" % (target.encode(), self._head, len(body)))
-        self._writer.write(body)
-        # No drain() for small bodies: the socket buffer takes them at once, and drain costs a loop turn.
-        if len(body) > 65536:
+        head = b"POST %s HTTP/1.1\r\n%s%d\r\n\r\n" % (target.encode(), self._head, len(body))
+        # One write, one send(2) for the usual small body; no drain() then: the socket buffer takes it at once,
+        # and a drain costs a turn of the loop.
+        if len(body) <= 65536:
+            self._writer.write(head + body)
+        else:
+            self._writer.write(head)
+            self._writer.write(body)
             await self._writer.drain()
         head = await self._reader.readuntil(b"\r\n\r\n")
         status, length, close = _parse_head(head)
@@ -151,8 +154,3 @@ async def connect_when_ready(
             raise TimeoutError(f"no proxy listening on {path}")
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.01)
-
-
-def unix_socket_path_ok(path: str) -> bool:
-    """Whether `path` fits in a sockaddr_un (108 bytes with the terminating NUL on Linux)."""
-    return len(path.encode()) < 108 and hasattr(socket, "AF_UNIX")

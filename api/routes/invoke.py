@@ -263,7 +263,10 @@ class ActivationIdBody(msgspec.Struct, frozen=True, kw_only=True):
     _ENTITY,
     "POST",
     Operation(
-        summary="Invoke an action; `blocking=true` waits for its record (at most `timeout` ms, 60 s)",
+        summary=(
+            "Invoke an action; `blocking=true` waits for its record (at most `timeout` ms, 60 s): 200 success, "
+            "502 the action failed, 202 still running; `result=true` answers the result alone"
+        ),
         tag="Actions",
         query=(
             Param(name="blocking", type="boolean", description="Wait for the activation to finish"),
@@ -278,8 +281,8 @@ class ActivationIdBody(msgspec.Struct, frozen=True, kw_only=True):
         ),
         body=dict[str, Any],
         response=Activation,
-        other_responses={202: ActivationIdBody},
-        errors=(400, 403, 404, 413, 502, 503),
+        other_responses={202: ActivationIdBody, 502: Activation},
+        errors=(400, 403, 404, 413, 503),
     ),
 )
 @authenticated

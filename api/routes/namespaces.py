@@ -33,6 +33,7 @@ async def list_namespaces(request: Request, identity: Identity) -> Response:
         summary="The limits of a namespace: its own overrides, the system defaults elsewhere",
         tag=TAG,
         response=EffectiveLimits,
+        errors=(400,),  # a namespace segment the request layer refuses (e.g. control characters)
     ),
 )
 @authenticated

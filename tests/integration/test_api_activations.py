@@ -221,10 +221,6 @@ async def test_other_namespaces_activations_are_invisible_or_403(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MongoDB hands 64-bit integers back as bson.Int64, which the codec cannot encode (shared fix needed)",
-)
 async def test_a_result_with_a_64_bit_integer_reads_back(
     ns_client: httpx.AsyncClient, activation_store: ActivationStore
 ) -> None:

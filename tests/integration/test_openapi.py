@@ -87,6 +87,8 @@ async def test_bodies_and_successes_are_documented(app: Starlette, document: dic
         for status, type_ in {operation.status: operation.response, **operation.other_responses}.items():
             response = op_doc["responses"][str(status)]
             assert ("content" in response) is (type_ is not None), (route.path, status)
+            if type_ is not None:
+                assert list(response["content"]) == [operation.content_type], (route.path, status)
 
 
 async def test_error_responses_are_listed_with_the_error_shape(

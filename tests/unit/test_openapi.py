@@ -119,3 +119,10 @@ def test_bare_object_values_become_an_unconstrained_schema() -> None:
     doc = build_document([_route("/info", response=dict[str, object], auth=False)])
     schema = doc["paths"]["/info"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"type": "object", "additionalProperties": {"description": "Any JSON value"}}
+
+
+def test_a_text_response_is_documented_with_its_content_type() -> None:
+    doc = build_document([_route("/ping", response=str, content_type="text/plain", auth=False)])
+    assert doc["paths"]["/ping"]["get"]["responses"]["200"]["content"] == {
+        "text/plain": {"schema": {"type": "string"}}
+    }
