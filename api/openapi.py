@@ -23,7 +23,8 @@ _REF = "#/components/schemas/{name}"
 # Statuses every operation of a kind can answer, whatever its author listed, because the shared
 # machinery raises them: the error middleware (500), authentication (401), `Identity.resolve` on a
 # `{namespace}` segment (403), `read_json` on a body (400 malformed, 413 too large), query parsing (400),
-# and Starlette's router when a path segment holds a `/` or is empty (404).
+# the middleware refusing control characters in a path parameter (400), and Starlette's router when a
+# path segment holds a `/` or is empty (404).
 ALWAYS = (500,)
 
 _REASONS = {
@@ -97,7 +98,7 @@ def error_statuses(route: ApiRoute) -> list[int]:
             statuses.add(403)
     if op.body is not None:
         statuses |= {400, 413}
-    if any(p.type != "string" or p.enum for p in op.query):
+    if route.param_convertors or any(p.type != "string" or p.enum for p in op.query):
         statuses.add(400)
     if any(not isinstance(c, PathConvertor) for c in route.param_convertors.values()):
         statuses.add(404)

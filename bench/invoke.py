@@ -93,10 +93,35 @@ async def serve(data_dir: Path, port: int) -> None:
             r for r in (*invoke.routes, *invokers.routes) if id(r.endpoint) not in present
         )
         attach(app, await stack.enter_async_context(InvokeGateway(backbone.bus)))
+        _nodelay_workaround()
         await stack.enter_async_context(ApiServer(app, settings.api_host, port))
         await stack.enter_async_context(invoker_role(settings, backbone.bus, backbone.store))
         print(json.dumps({"nats": nats.url}), flush=True)
         await stop.wait()
+
+
+def _nodelay_workaround() -> None:
+    """Until api/server.py creates its socket with `IPPROTO_TCP`: asyncio sets TCP_NODELAY only on sockets
+    whose `proto` says TCP, and an accepted socket inherits the listening socket's `proto` (0 there), so a
+    response written in two parts waits for the client's delayed ACK (40 ms) on a keep-alive connection."""
+    import socket
+
+    import api.server
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    needed = probe.proto != socket.IPPROTO_TCP
+    probe.close()
+    if not needed or getattr(api.server.bind, "tcp_proto", False):
+        return
+    original = api.server.bind
+
+    def bind(host: str, port: int) -> socket.socket:
+        sock = original(host, port)
+        fixed = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=sock.detach())
+        return fixed
+
+    bind.tcp_proto = True  # type: ignore[attr-defined]
+    api.server.bind = bind
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ function parseLimit(text, fallback) {
   return Number.isFinite(n) && String(n) === String(text).trim() ? Math.max(0, n) : fallback;
 }
 
-// --- launcher: runs the server with its stdout and stderr on pipes, and turns them into log lines ------------
+// --- collecting the output of the action, in either launch form ----------------------------------------------
 
 function makeNonce() {
   return Math.random().toString(16).slice(2, 14) + process.pid.toString(16);

@@ -60,13 +60,7 @@ PLAN: tuple[tuple[str, GenerationMode, int], ...] = (
 
 
 @pytest.fixture
-async def server(app: Starlette, monkeypatch) -> AsyncIterator[ApiServer]:
-    import socket, api.server as srv
-    def bind(host, port):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port)); sock.listen(2048); sock.setblocking(False); return sock
-    monkeypatch.setattr(srv, "bind", bind)
+async def server(app: Starlette) -> AsyncIterator[ApiServer]:
     async with ApiServer(app, "127.0.0.1", 0) as running:
         yield running
 
