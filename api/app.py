@@ -32,5 +32,7 @@ def create_app(settings: Settings, store: EntityStore, activations: ActivationSt
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    # OpenWhisk answers `…/triggers/` itself; a 307 to `…/triggers` would turn a PUT into a 405.
+    app.router.redirect_slashes = False
     app.state.services = Services(settings=settings, store=store, activations=activations)
     return app

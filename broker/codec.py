@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from functools import cache
 from collections.abc import Hashable
+from functools import cache
 from typing import Any, TypeVar, cast
 
 import msgspec
