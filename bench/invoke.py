@@ -1,7 +1,8 @@
 """Invoke latency and throughput through the API, against the floors of the proxy and of Podman underneath.
 
 Run: .venv/bin/python bench/invoke.py [--warm 1000] [--cold 8] [--activations 5000] [--concurrency 32]
-     .venv/bin/python bench/invoke.py --url http://127.0.0.1:3233 --key UUID:SECRET   (a running server)
+     .venv/bin/python bench/invoke.py --url http://127.0.0.1:3233 --key UUID:SECRET [--nats nats://…]
+                                      (a running server with an invoker; --nats adds the JetStream-only run)
 
 Without --url it starts a server of its own in a child process (temporary data dir, embedded NATS and MongoDB,
 the guest key): the API on a free port, the activation recorder and one invoker agent with the container pool
@@ -39,8 +40,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,35 +92,10 @@ async def serve(data_dir: Path, port: int) -> None:
             r for r in (*invoke.routes, *invokers.routes) if id(r.endpoint) not in present
         )
         attach(app, await stack.enter_async_context(InvokeGateway(backbone.bus)))
-        _nodelay_workaround()
         await stack.enter_async_context(ApiServer(app, settings.api_host, port))
         await stack.enter_async_context(invoker_role(settings, backbone.bus, backbone.store))
         print(json.dumps({"nats": nats.url}), flush=True)
         await stop.wait()
-
-
-def _nodelay_workaround() -> None:
-    """Until api/server.py creates its socket with `IPPROTO_TCP`: asyncio sets TCP_NODELAY only on sockets
-    whose `proto` says TCP, and an accepted socket inherits the listening socket's `proto` (0 there), so a
-    response written in two parts waits for the client's delayed ACK (40 ms) on a keep-alive connection."""
-    import socket
-
-    import api.server
-
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    needed = probe.proto != socket.IPPROTO_TCP
-    probe.close()
-    if not needed or getattr(api.server.bind, "tcp_proto", False):
-        return
-    original = api.server.bind
-
-    def bind(host: str, port: int) -> socket.socket:
-        sock = original(host, port)
-        fixed = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=sock.detach())
-        return fixed
-
-    bind.tcp_proto = True  # type: ignore[attr-defined]
-    api.server.bind = bind
 
 
 @contextlib.contextmanager
@@ -227,32 +201,52 @@ def cold(api: Api, n: int, memory: int, pause_s: float) -> list[float]:
     return samples
 
 
-async def throughput_api(url: str, key: str, total: int, concurrency: int) -> tuple[float, float]:
-    """(accepted/s, completed-and-stored/s) of `total` non-blocking invokes from `concurrency` callers."""
+async def throughput_api(url: str, key: str, name: str, total: int, concurrency: int) -> tuple[float, float]:
+    """(accepted/s, completed-and-stored/s) of `total` non-blocking invokes from `concurrency` callers.
+
+    The callers write a prepared HTTP/1.1 request on keep-alive connections and read only the status line and
+    Content-Length: a general-purpose client (httpx) costs a core of its own at these rates, on a machine
+    whose two cores the server needs.
+    """
     api = Api(url, key)
-    name = f"tput-{uuid.uuid4().hex[:6]}"
-    api.put_action(name)
-    api.invoke(name)  # warm: the measured rate is not a cold start's
-    headers = {"Authorization": api.auth}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    sent = 0
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+    stored_before = api.count(name)
+    request = (
+        f"POST /api/v1/namespaces/_/actions/{name} HTTP/1.1\r\nHost: bench\r\nAuthorization: {api.auth}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    ).encode()
+    left = 0
 
-        async def caller() -> None:
-            nonlocal sent
-            while sent < total:
-                sent += 1
-                r = await client.post(f"/api/v1/namespaces/_/actions/{name}", json={})
-                assert r.status_code == 202, r.text
+    async def caller() -> None:
+        nonlocal left
+        reader, writer = await asyncio.open_connection(api.host, api.port)
+        try:
+            while left > 0:
+                left -= 1
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 202"):
+                    raise SystemExit(f"invoke refused: {head[:200]!r}")
+                length = next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+                await reader.readexactly(int(length.split(b":")[1]))
+        finally:
+            writer.close()
 
+    async def burst(count: int, stored_before: int) -> tuple[float, float]:
+        nonlocal left
+        left = count
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         accepted = time.perf_counter() - started
-        stored = await _until_stored(api, name, total + 1, started)
-    return total / accepted, total / stored
+        stored = await _until_stored(api, name, stored_before + count, started)
+        return count / accepted, count / stored
+
+    # A first burst brings up every container the invoker will use, so the measured rate is a warm one.
+    warmup = min(1000, total)
+    await burst(warmup, stored_before)
+    return await burst(total, stored_before + warmup)
 
 
-async def throughput_jetstream(url: str, key: str, nats_url: str, total: int) -> float:
+async def throughput_jetstream(url: str, key: str, nats_url: str, name: str, total: int) -> float:
     """Completed-and-stored/s of `total` invocations published straight to JetStream (no HTTP API)."""
     from broker import codec, subjects
     from broker.activations import new_activation_id
@@ -262,9 +256,7 @@ async def throughput_jetstream(url: str, key: str, nats_url: str, total: int) ->
     from runtimes.health import now_ms
 
     api = Api(url, key)
-    name = f"js-{uuid.uuid4().hex[:6]}"
-    api.put_action(name)
-    api.invoke(name)
+    stored_before = api.count(name)
     subject = subjects.invoke_subject(GUEST_NAMESPACE, name)
     async with JetStreamBus(Settings(nats_url=nats_url)) as bus:
         started = time.perf_counter()
@@ -283,7 +275,7 @@ async def throughput_jetstream(url: str, key: str, nats_url: str, total: int) ->
                 batch = []
         if batch:
             await bus.publish_many(batch)
-        stored = await _until_stored(api, name, total + 1, started)
+        stored = await _until_stored(api, name, stored_before + total, started)
     return total / stored
 
 
@@ -348,8 +340,12 @@ async def measure(args: argparse.Namespace) -> None:
         warm_samples = await asyncio.to_thread(warm, api, args.warm)
         no_stem = await asyncio.to_thread(cold, api, args.cold, 128, 0.5)
         with_stem = await asyncio.to_thread(cold, api, args.cold, 256, 2.0)
-        accepted, completed = await throughput_api(url, key, args.activations, args.concurrency)
-        direct = await throughput_jetstream(url, key, nats_url, args.activations) if nats_url else None
+        name = f"tput-{uuid.uuid4().hex[:6]}"
+        await asyncio.to_thread(api.put_action, name)
+        accepted, completed = await throughput_api(url, key, name, args.activations, args.concurrency)
+        direct = None
+        if nats_url:
+            direct = await throughput_jetstream(url, key, nats_url, name, args.activations)
     cores = os.cpu_count()
     print(f"\ninvoke, {KIND} no-op action, {cores} cores")
     report("warm floor: raw POST /run to the proxy over its Unix socket", raw_floor)

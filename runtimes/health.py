@@ -29,6 +29,7 @@ OFFLINE_AFTER_MS: Final = 10_000
 # ... and unhealthy when more than 3 of its last 10 activations were system errors.
 ERROR_WINDOW: Final = 10
 UNHEALTHY_ERRORS: Final = 3
+ERROR_HORIZON_S: Final = 30.0  # system errors older than this no longer count
 # A heartbeat nobody refreshed for this long is forgotten (the invoker disappears from `GET /invokers`).
 FORGET_AFTER_S: Final = 600.0
 
@@ -92,17 +93,26 @@ def healthy_count(beats: Iterable[Heartbeat], now: int) -> int:
 
 
 class ErrorWindow:
-    """The last ERROR_WINDOW outcomes of an invoker: how many were system errors."""
+    """The last ERROR_WINDOW outcomes of an invoker, and how many of the recent ones were system errors.
 
-    def __init__(self, size: int = ERROR_WINDOW) -> None:
-        self._outcomes: collections.deque[bool] = collections.deque(maxlen=size)
+    OpenWhisk probes an unhealthy invoker with test actions; here old errors simply stop counting after
+    `horizon_s`, so an invoker that nobody sends work to (the API refuses while none is up) gets its chance
+    again instead of staying unhealthy for ever.
+    """
 
-    def record(self, system_error: bool) -> None:
-        self._outcomes.append(system_error)
+    def __init__(self, size: int = ERROR_WINDOW, horizon_s: float = ERROR_HORIZON_S) -> None:
+        self.horizon_s = horizon_s
+        self._outcomes: collections.deque[tuple[float, bool]] = collections.deque(maxlen=size)
+
+    def record(self, system_error: bool, now: float | None = None) -> None:
+        self._outcomes.append((time.monotonic() if now is None else now, system_error))
+
+    def count(self, now: float) -> int:
+        return sum(1 for at, error in self._outcomes if error and now - at <= self.horizon_s)
 
     @property
     def errors(self) -> int:
-        return sum(self._outcomes)
+        return self.count(time.monotonic())
 
 
 async def invokers_bucket(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> KeyValue:

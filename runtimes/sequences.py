@@ -14,12 +14,12 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 from broker import params
 from broker.activations import APPLICATION_ERROR, Activation, ActivationResponse, annotation, make_response
-from broker.entities import ACTIONS, PACKAGES, Action, ActionLimits, KeyValue, parse_fqn
-from broker.entity_store import EntityStore
+from broker.entities import ACTIONS, PACKAGES, Action, ActionLimits, Collection, Entity, KeyValue, parse_fqn
+from broker.entity_store import Stored
 from broker.errors import BadRequest, NotFound
 from broker.invocations import Invocation
 from broker.kinds import SEQUENCE
@@ -40,6 +40,15 @@ class ResolvedAction:
     revision: int
     parameters: list[KeyValue]
     binding: str | None
+
+
+E = TypeVar("E", bound=Entity)
+
+
+class Reader(Protocol):
+    """Where entities are read: an EntityStore, or the invoker's EntityCache in front of one."""
+
+    async def get(self, collection: Collection[E], namespace: str, name: str) -> Stored[E]: ...
 
 
 Execute = Callable[[Invocation, ResolvedAction, Any, bool], Awaitable[Activation]]
@@ -105,7 +114,7 @@ def memory_of(record: Activation) -> int | None:
     return memory if isinstance(memory, int) else None
 
 
-async def resolve_component(store: EntityStore, ref: str, namespace: str) -> ResolvedAction:
+async def resolve_component(store: Reader, ref: str, namespace: str) -> ResolvedAction:
     """A component reference (`/ns/[pkg/]name`) as the action it runs; NotFound when any part is gone."""
     try:
         fqn = parse_fqn(ref, namespace)
@@ -132,7 +141,7 @@ async def resolve_component(store: EntityStore, ref: str, namespace: str) -> Res
 class SequenceRunner:
     """Runs sequences with the invoker's `execute` (one code action) and `publish` (one record)."""
 
-    def __init__(self, store: EntityStore, execute: Execute, publish: Publish) -> None:
+    def __init__(self, store: Reader, execute: Execute, publish: Publish) -> None:
         self.store = store
         self.execute = execute
         self.publish = publish

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity, credentials_of
-from api.body import query_bool, read_bytes
+from api.body import query_bool, read_bytes, too_large_message
 from api.context import JSON, authenticated, services
 from api.request_id import request_id_of
 from api.routes.packages import resolve_package
@@ -27,9 +27,11 @@ from broker import codec, kinds, params, subjects
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.bus import JetStreamBus
 from broker.entities import ACTIONS, Action, KeyValue, split_path
+from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
 from broker.invocations import Invocation
 from broker.limits import PAYLOAD_MAX_BYTES
+from runtimes.entity_cache import EntityCache
 from runtimes.health import INVOKERS_BUCKET, InvokerRegistry, now_ms
 from runtimes.invoker import PROVIDE_API_KEY, RESULT_HEADER
 
@@ -99,6 +101,7 @@ class InvokeGateway:
     ) -> None:
         self.bus = bus
         self.registry = InvokerRegistry(bus, bucket=health_bucket)
+        self.actions = EntityCache(bus, EntityStore(bus))
         self.store_poll_s = store_poll_s
         self._inbox = ""
         self._sub: Any = None
@@ -110,11 +113,13 @@ class InvokeGateway:
         # One subscription for every waiting request: a per-request SUB/UNSUB would cost two messages each.
         self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_record)
         await self.registry.__aenter__()
+        await self.actions.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.actions.__aexit__(exc_type, exc, tb)
         await self.registry.__aexit__(exc_type, exc, tb)
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
@@ -137,8 +142,8 @@ class InvokeGateway:
         if not await self.registry.any_healthy():
             raise Unavailable()
         payload = codec.encode(invocation)
-        if len(payload) > self.bus.nc.max_payload:
-            raise PayloadTooLarge(f"The request content was too large ({len(payload)} bytes).")
+        if len(payload) > self.bus.nc.max_payload:  # merged parameters can pass what the body alone could not
+            raise PayloadTooLarge(too_large_message(len(payload), self.bus.nc.max_payload))
         aid = invocation.activationId
         if wait_s is None:
             await self.bus.publish(subject, payload, msg_id=aid)
@@ -205,7 +210,7 @@ async def resolve_target(request: Request, identity: Identity) -> Target:
     package, name = split_path(request.path_params["name"])
     if package is None:
         owner = identity.resolve(request.path_params["namespace"])
-        action = (await store.get(ACTIONS, owner, name)).entity
+        action = (await gateway_of(request).actions.get(ACTIONS, owner, name)).entity
         return Target(action=action, owner=owner, path=name, parameters=[], binding=None)
     resolved = await resolve_package(store, identity, request.path_params["namespace"], package)
     pkg = resolved.package

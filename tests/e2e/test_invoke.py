@@ -346,7 +346,7 @@ from runtimes.pool import ContainerPool, PoolSettings
 async def main():
     settings = Settings.from_env()
     async with JetStreamBus(settings) as bus, ContainerPool(settings, config=PoolSettings(prewarm="python:2")) as pool:
-        async with InvokerAgent(bus, EntityStore(bus), pool, ack_wait_s=3.0, max_in_flight=8,
+        async with InvokerAgent(bus, EntityStore(bus), pool, ack_wait_s=3.0, max_in_flight=6,
                                 load=lambda: pool_load(pool.stats())):
             print("ready", flush=True)
             await asyncio.Event().wait()

@@ -492,3 +492,45 @@ async def test_a_stopping_invoker_hands_back_what_it_cannot_finish(
 
 async def _is_up(client: httpx.AsyncClient, bucket: str) -> bool:
     return list((await client.get("/invokers")).json().values()) == ["up", "up"]
+
+
+async def test_an_updated_action_runs_in_its_new_version_at_once(
+    ns_client: httpx.AsyncClient, fake_pool: FakePool
+) -> None:
+    # The API and the invoker cache actions; the update itself must clear both before the next invoke.
+    await create(ns_client, "v", "echo", parameters=[{"key": "v", "value": 0}])
+    keys = set()
+    for version in range(1, 8):
+        body = {
+            "exec": {"kind": "python:default", "code": "echo"},
+            "parameters": [{"key": "v", "value": version}],
+        }
+        r = await ns_client.put("/api/v1/namespaces/_/actions/v", json=body, params={"overwrite": "true"})
+        assert r.status_code == 200, r.text
+        r = await post(ns_client, "v", blocking="true", result="true")
+        assert r.json()["v"] == version
+        keys.add(fake_pool.runs[-1].pool_key)
+    assert len(keys) == 7  # a new revision never reuses the old version's containers
+    r = await ns_client.delete("/api/v1/namespaces/_/actions/v")
+    assert r.status_code == 200
+    r = await post(ns_client, "v", blocking="true")
+    assert r.status_code == 404
+
+
+async def test_an_invoker_whose_pool_keeps_failing_turns_unhealthy_and_is_refused(
+    ns_client: httpx.AsyncClient, client: httpx.AsyncClient, settings: Settings, bucket: str
+) -> None:
+    await create(ns_client, "boom", "explode")
+    await create(ns_client, "echo", "echo")
+    async with agent(settings, FakePool("failing"), bucket) as failing:
+        for _ in range(4):
+            r = await post(ns_client, "boom", blocking="true")
+            assert r.status_code == 500
+        assert failing.capacity == 1  # more than 3 of its last 10 were system errors
+
+        async def unhealthy() -> bool:
+            return (await client.get("/invokers")).json() == {"invoker0/failing": "unhealthy"}
+
+        await eventually(unhealthy)  # said in its next heartbeat
+        r = await post(ns_client, "echo", blocking="true")
+        assert r.status_code == 503 and r.json()["error"] == UNAVAILABLE

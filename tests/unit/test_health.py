@@ -52,6 +52,15 @@ def test_error_window_counts_only_the_last_ten() -> None:
     assert window.errors == 2
 
 
+def test_old_errors_stop_counting_so_an_unhealthy_invoker_gets_another_chance() -> None:
+    window = ErrorWindow(horizon_s=30)
+    for at in (0.0, 1.0, 2.0, 3.0):
+        window.record(True, now=at)
+    assert window.count(now=10.0) == 4
+    assert window.count(now=31.5) == 2  # the errors at 0 and 1 are older than 30 s
+    assert window.count(now=40.0) == 0
+
+
 def test_listing_numbers_invokers_oldest_first_as_openwhisk_names_them() -> None:
     beats = [
         beat("host-2", started=NOW - 1_000),

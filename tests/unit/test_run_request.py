@@ -101,3 +101,11 @@ def test_pool_key_separates_revisions_and_invoking_namespaces() -> None:
     assert pool_key(a, 7, "guest") == "guest/pkg/hello@7"
     assert pool_key(a, 8, "guest") != pool_key(a, 7, "guest")
     assert pool_key(a, 7, "other") == "guest/pkg/hello@7#other"
+
+
+def test_an_invoker_takes_as_many_runs_as_default_containers_fit_beside_its_stem_cells() -> None:
+    from runtimes.invoker import concurrency
+
+    assert concurrency(2048, 2, 256) == 6
+    assert concurrency(2048, 0, 256) == 8
+    assert concurrency(512, 2, 256) == 2  # never fewer than two
