@@ -9,7 +9,18 @@ from starlette.routing import BaseRoute
 from api.context import Services
 from api.errors import EXCEPTION_HANDLERS
 from api.middleware import RequestIdMiddleware
-from api.routes import actions, activations, info, namespaces, openapi, packages, rules, triggers
+from api.routes import (
+    actions,
+    activations,
+    info,
+    invoke,
+    invokers,
+    namespaces,
+    openapi,
+    packages,
+    rules,
+    triggers,
+)
 from broker.activation_store import ActivationStore
 from broker.config import Settings
 from broker.entity_store import EntityStore
@@ -18,6 +29,8 @@ ROUTES: list[BaseRoute] = [
     *info.routes,
     *namespaces.routes,
     *actions.routes,
+    *invoke.routes,
+    *invokers.routes,
     *packages.routes,
     *triggers.routes,
     *rules.routes,

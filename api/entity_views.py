@@ -21,10 +21,10 @@ from broker.entities import (
     validate_name,
 )
 from broker.errors import BadRequest, Conflict
+from broker.invocations import PROVIDE_API_KEY
 
 MALFORMED = "The request content was malformed:\n"
 EXEC_ANNOTATION = "exec"
-PROVIDE_API_KEY = "provide-api-key"
 BINDING_ANNOTATION = "binding"
 FEED_ANNOTATION = "feed"
 SEQUENCE_PARAMETER = "_actions"

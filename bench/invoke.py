@@ -252,8 +252,8 @@ async def throughput_jetstream(url: str, key: str, nats_url: str, name: str, tot
     from broker.activations import new_activation_id
     from broker.bus import JetStreamBus, Outgoing
     from broker.config import GUEST_NAMESPACE
+    from broker.health import now_ms
     from broker.invocations import Invocation
-    from runtimes.health import now_ms
 
     api = Api(url, key)
     stored_before = api.count(name)

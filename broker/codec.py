@@ -12,6 +12,7 @@ from broker.errors import BadRequest
 
 T = TypeVar("T")
 
+
 def _encode_foreign(value: Any) -> Any:
     # MongoDB hands 64-bit integers back as bson.Int64, an int subclass msgspec will not encode itself.
     if isinstance(value, int):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
+
+# Where a waiting API wants the activation record sent (a core NATS subject), as a header of the invocation.
+RESULT_HEADER: Final = "Squall-Result-To"
+# The action annotation that lets an action see its caller's key as __OW_API_KEY.
+PROVIDE_API_KEY: Final = "provide-api-key"
 
 
 class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -23,15 +23,10 @@ from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, en
 from broker.bus import JetStreamBus, translate
 from broker.config import Settings
 from broker.entities import ACTIONS, Action, split_namespace
+from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import NotFound, SquallError
-from broker.invocations import Invocation
-from broker.kinds import SEQUENCE
-from broker.limits import MB
-from runtimes import activation_result as results
-from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
-from runtimes.entity_cache import EntityCache
-from runtimes.health import (
+from broker.health import (
     INVOKERS_BUCKET,
     UNHEALTHY_ERRORS,
     ErrorWindow,
@@ -39,16 +34,19 @@ from runtimes.health import (
     Load,
     now_ms,
 )
+from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
+from broker.kinds import SEQUENCE
+from broker.limits import MB
+from runtimes import activation_result as results
+from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
 from runtimes.sequences import ResolvedAction, SequenceRunner
 
 log = logging.getLogger("squall.invoker")
 
 DURABLE: Final = "invoker"  # one durable consumer shared by every invoker: they split the work queue
-RESULT_HEADER: Final = "Squall-Result-To"  # where a waiting API wants the record (core NATS subject)
 ACK_WAIT_S: Final = 10.0  # a silent invoker's work goes to another after this (OpenWhisk: offline after 10 s)
 PULL_EXPIRES_S: Final = 5.0  # pull requests are renewed this often (one lost in a reconnect is forgotten)
 MAX_ATTEMPTS: Final = 5  # deliveries of one invocation before it is recorded as failed instead of run again
-PROVIDE_API_KEY: Final = "provide-api-key"
 GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
 
 

@@ -6,13 +6,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 
+import msgspec
+
 from api.app import create_app
+from api.routes.invoke import InvokeGateway, attach
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.recorder import ActivationRecorder
+from runtimes.invoker import invoker_role
 
 ROLES = ("api", "broker", "invoker", "feeds")
 
@@ -49,10 +53,25 @@ class Backbone:
 @contextlib.asynccontextmanager
 async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiServer]:
     app = create_app(settings, backbone.store, backbone.activations)
-    async with ApiServer(
-        app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
-    ) as api:
-        yield api
+    # The invoke gateway outlives the server on both ends: no request may find it missing.
+    async with InvokeGateway(backbone.bus) as gateway:
+        attach(app, gateway)
+        async with ApiServer(
+            app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
+        ) as api:
+            yield api
+
+
+@contextlib.asynccontextmanager
+async def invoker_role_for(settings: Settings, backbone: Backbone, api_url: str) -> AsyncIterator[None]:
+    """The invoker: a container pool on the rootless Podman service, pulling from INVOKE.
+
+    `api_url` is what actions get as `__OW_API_HOST`; in standalone it is the API's real address.
+    """
+    host, _, port = api_url.removeprefix("http://").rpartition(":")
+    settings = msgspec.structs.replace(settings, api_host=host, api_port=int(port))
+    async with invoker_role(settings, backbone.bus, backbone.store):
+        yield
 
 
 @contextlib.asynccontextmanager

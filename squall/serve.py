@@ -9,6 +9,7 @@ from rich.console import Console
 from broker.config import Settings
 from broker.errors import BadRequest
 from squall import roles
+from squall.podman_service import PodmanService
 from squall.standalone import stop_event
 
 
@@ -17,7 +18,7 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
         raise BadRequest(
             "`squall serve` needs --nats-url and --mongodb-uri (or SQUALL_NATS_URL/SQUALL_MONGODB_URI)"
         )
-    if role not in ("api", "broker"):
+    if role == "feeds":
         # Said plainly rather than faked: these roles arrive with their own issues.
         raise BadRequest(f"the {role} role is not part of this build yet; run `squall standalone` meanwhile")
     stop = stop_event()
@@ -26,6 +27,12 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
         if role == "api":
             api = await stack.enter_async_context(roles.api_role(settings, backbone))
             console.print(f"[bold]squall:[/] api role serving {api.url}/api/v1")
+        elif role == "invoker":
+            # Actions reach the API (`__OW_API_HOST`) at the address given by --host/--api-port.
+            api_url = f"http://{settings.api_host}:{settings.api_port}"
+            await stack.enter_async_context(PodmanService(settings))
+            await stack.enter_async_context(roles.invoker_role_for(settings, backbone, api_url))
+            console.print("[bold]squall:[/] invoker role running")
         else:
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             console.print("[bold]squall:[/] broker role running (activation recorder)")

@@ -27,13 +27,12 @@ from broker import codec, kinds, params, subjects
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.bus import JetStreamBus
 from broker.entities import ACTIONS, Action, KeyValue, split_path
+from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
-from broker.invocations import Invocation
+from broker.health import INVOKERS_BUCKET, InvokerRegistry, now_ms
+from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
 from broker.limits import PAYLOAD_MAX_BYTES
-from runtimes.entity_cache import EntityCache
-from runtimes.health import INVOKERS_BUCKET, InvokerRegistry, now_ms
-from runtimes.invoker import PROVIDE_API_KEY, RESULT_HEADER
 
 log = logging.getLogger("squall.api")
 
@@ -285,8 +284,10 @@ class ActivationIdBody(msgspec.Struct, frozen=True, kw_only=True):
             ),
         ),
         body=dict[str, Any],
-        response=Activation,
-        other_responses={202: ActivationIdBody, 502: Activation},
+        # The full Activation record, or with `result=true` only the action's result (any JSON object or
+        # array); one schema cannot say both, so neither is constrained.
+        response=Any,
+        other_responses={202: ActivationIdBody, 502: Any},
         errors=(400, 403, 404, 413, 503),
     ),
 )

@@ -35,8 +35,8 @@ from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.errors import NotFound
+from broker.health import Heartbeat, read_heartbeats
 from broker.recorder import ActivationRecorder
-from runtimes.health import Heartbeat, read_heartbeats
 from runtimes.invoker import invoker_role
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.podman_service import PodmanService

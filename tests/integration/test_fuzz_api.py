@@ -21,9 +21,15 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.applications import Starlette
 
+from api.routes.invoke import InvokeGateway, attach
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.activations import SUCCESS, Activation, make_response, new_activation_id
+from broker.bus import JetStreamBus
+from broker.codec import encode
+from broker.entity_store import EntityStore
+from runtimes.contract import RunOutcome, RunRequest
+from runtimes.invoker import InvokerAgent
 from tests.integration.conftest import basic
 
 pytestmark = pytest.mark.slow
@@ -59,10 +65,22 @@ PLAN: tuple[tuple[str, GenerationMode, int], ...] = (
 )
 
 
+class EchoPool:
+    """Stands in for the container pool: the fuzzer tests the API, not the actions it creates."""
+
+    async def run(self, request: RunRequest) -> RunOutcome:
+        now = int(time.time() * 1000)
+        value = request.run.value if isinstance(request.run.value, dict) else {}
+        return RunOutcome(start=now, end=now, cold=False, status=200, body=encode(value))
+
+
 @pytest.fixture
-async def server(app: Starlette) -> AsyncIterator[ApiServer]:
-    async with ApiServer(app, "127.0.0.1", 0) as running:
-        yield running
+async def server(app: Starlette, bus: JetStreamBus, store: EntityStore) -> AsyncIterator[ApiServer]:
+    # A real gateway and invoker agent (with a stand-in pool), so invoke is fuzzed past its 503.
+    async with InvokerAgent(bus, store, EchoPool()), InvokeGateway(bus) as gateway:
+        attach(app, gateway)
+        async with ApiServer(app, "127.0.0.1", 0) as running:
+            yield running
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.errors import NotFound
+from broker.health import Heartbeat, now_ms
 from broker.invocations import Invocation
 from broker.recorder import ActivationRecorder
 from runtimes.contract import RunOutcome, RunRequest
-from runtimes.health import Heartbeat, now_ms
 from runtimes.invoker import InvokerAgent
 
 UNAVAILABLE = "The server is currently unavailable (because it is overloaded or down for maintenance)."

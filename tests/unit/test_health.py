@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker import codec
-from runtimes.health import (
+from broker.health import (
     DOWN,
     OFFLINE_AFTER_MS,
     UNHEALTHY,
