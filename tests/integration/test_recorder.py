@@ -34,9 +34,11 @@ def record(namespace: str) -> Activation:
 
 async def wait_count(store: ActivationStore, namespace: str, expected: int, deadline_s: float = 15) -> int:
     end = time.monotonic() + deadline_s
-    while (count := await store.count(namespace)) < expected and time.monotonic() < end:
+    while True:
+        count = await store.count(namespace)
+        if count >= expected or time.monotonic() > end:
+            return count
         await asyncio.sleep(0.05)
-    return count
 
 
 async def test_a_burst_trickle_and_duplicates_are_all_stored_once(
