@@ -21,7 +21,7 @@ from pymongo.errors import (
 )
 
 from broker.activations import Activation, entity_path, validate_activation_id
-from broker.codec import from_builtins, to_builtins
+from broker.codec import decode, encode
 from broker.config import Settings
 from broker.errors import BadRequest, InternalError, NotFound, Unavailable
 from broker.subjects import ACTIVATIONS_COLLECTION
@@ -30,26 +30,32 @@ DUPLICATE_KEY = 11000
 # Fields the store adds to a record's document; never part of the record itself.
 EXPIRES_AT = "expiresAt"
 ENTITY_PATH = "entityPath"
-_INTERNAL_PROJECTION = {"_id": 0, EXPIRES_AT: 0, ENTITY_PATH: 0}
+# The whole record as JSON text. Results and annotations are the users' JSON, which BSON cannot always
+# hold (integers past 64 bits, `$`-prefixed or dotted keys); one such record must never block the
+# recorder. The queried fields are kept beside it as real BSON.
+RECORD = "record"
+_QUERIED = ("namespace", "name", "activationId", "start")
+_PROJECTION = {"_id": 0, RECORD: 1, "activationId": 1}  # only what a read decodes
 _NEWEST_FIRST = [("start", DESCENDING), ("_id", DESCENDING)]
 
 Document = dict[str, Any]
 
 
 def to_document(record: Activation, retention: timedelta) -> Document:
-    """The stored form: OpenWhisk fields plus the TTL deadline and the path the `name=` filter matches."""
-    doc: Document = to_builtins(record)
+    """The stored form: the record as JSON, its queried fields, the TTL deadline and the `name=` path."""
+    doc: Document = {field: getattr(record, field) for field in _QUERIED}
+    doc[RECORD] = encode(record).decode()
     doc[EXPIRES_AT] = datetime.fromtimestamp(record.start / 1000, UTC) + retention
     doc[ENTITY_PATH] = entity_path(record)
     return doc
 
 
 def from_document(doc: Mapping[str, Any]) -> Activation:
-    clean = {k: v for k, v in doc.items() if k not in _INTERNAL_PROJECTION}
     try:
-        return from_builtins(clean, Activation)
-    except BadRequest as exc:  # a bad stored document is our fault, not the client's
-        raise InternalError(f"corrupt activation record {doc.get('activationId')!r}: {exc.message}") from None
+        return decode(doc[RECORD], Activation)
+    except (KeyError, BadRequest) as exc:  # a bad stored document is our fault, not the client's
+        reason = exc.message if isinstance(exc, BadRequest) else "no record field"
+        raise InternalError(f"corrupt activation record {doc.get('activationId')!r}: {reason}") from None
 
 
 def list_filter(
@@ -181,7 +187,7 @@ class ActivationStore:
         validate_activation_id(activation_id)
         query = {"activationId": activation_id, "namespace": namespace}
         with self._translated():
-            doc = await self.collection.find_one(query, _INTERNAL_PROJECTION)
+            doc = await self.collection.find_one(query, _PROJECTION)
         if doc is None:
             raise NotFound()
         return from_document(doc)
@@ -201,9 +207,7 @@ class ActivationStore:
             raise BadRequest("skip and limit must not be negative")
         query = list_filter(namespace, name=name, since=since, upto=upto)
         with self._translated():
-            cursor = self.collection.find(
-                query, _INTERNAL_PROJECTION, sort=_NEWEST_FIRST, skip=skip, limit=limit
-            )
+            cursor = self.collection.find(query, _PROJECTION, sort=_NEWEST_FIRST, skip=skip, limit=limit)
             docs = await cursor.to_list()
         return [from_document(d) for d in docs]
 

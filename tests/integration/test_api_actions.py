@@ -276,12 +276,6 @@ async def test_a_newline_inside_a_name_is_a_4xx_not_a_redirect(ns_client: httpx.
     assert (await ns_client.get(url("_", "pkg%0Ax/"))).status_code == 400
 
 
-async def test_post_is_not_served_here(ns_client: httpx.AsyncClient) -> None:
-    await put(ns_client, "inv", {"exec": PY})
-    r = await ns_client.post(url("_", "inv"), json={})
-    assert r.status_code == 405
-
-
 # -- delete and list --------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from broker import codec
@@ -196,6 +197,16 @@ def test_document_carries_internal_fields_and_decodes_without_them() -> None:
     assert int(doc["expiresAt"].timestamp() * 1000) == START + 86_400_000
     doc["_id"] = "mongo-id"
     assert from_document(doc) == record
+
+
+def test_results_bson_cannot_hold_survive_the_document() -> None:
+    from datetime import timedelta
+
+    record = action_record(annotations=[])
+    odd = msgspec.structs.replace(
+        record, response=make_response(SUCCESS, {"big": 2**70, "$where": 1, "a.b": [-(2**65)]})
+    )
+    assert from_document(to_document(odd, timedelta(days=1))) == odd
 
 
 def test_corrupt_document_is_an_internal_error() -> None:
