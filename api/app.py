@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api.context import Services
+from api.context import KeyLookup, Services
 from api.errors import EXCEPTION_HANDLERS
 from api.middleware import RequestIdMiddleware
 from api.routes import (
@@ -39,7 +39,10 @@ ROUTES: list[BaseRoute] = [
 ]
 
 
-def create_app(settings: Settings, store: EntityStore, activations: ActivationStore) -> Starlette:
+def create_app(
+    settings: Settings, store: EntityStore, activations: ActivationStore, keys: KeyLookup | None = None
+) -> Starlette:
+    """The app; `keys` puts a cache (broker.key_cache.KeyCache) in front of the store's key lookups."""
     app = Starlette(
         routes=list(ROUTES),
         middleware=[Middleware(RequestIdMiddleware)],
@@ -47,5 +50,5 @@ def create_app(settings: Settings, store: EntityStore, activations: ActivationSt
     )
     # OpenWhisk answers `…/triggers/` itself; a 307 to `…/triggers` would turn a PUT into a 405.
     app.router.redirect_slashes = False
-    app.state.services = Services(settings=settings, store=store, activations=activations)
+    app.state.services = Services(settings=settings, store=store, activations=activations, keys=keys or store)
     return app

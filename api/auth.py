@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Protocol
 
 import msgspec
 from starlette.requests import Request
 
 from broker.entities import validate_name
-from broker.entity_store import EntityStore
 from broker.errors import Forbidden, Unauthorized
 from broker.namespaces import AuthKey, key_matches, make_auth_key, split_key
 
@@ -51,9 +51,13 @@ def credentials_of(authorization: str | None) -> tuple[str, str]:
     return split_key(decoded)
 
 
-async def authenticate(request: Request, store: EntityStore) -> Identity:
+class _KeyLookup(Protocol):
+    async def find_key(self, uuid: str) -> AuthKey | None: ...
+
+
+async def authenticate(request: Request, keys: _KeyLookup) -> Identity:
     uuid, secret = credentials_of(request.headers.get("authorization"))
-    record = await store.find_key(uuid)
+    record = await keys.find_key(uuid)
     # Compare even when the uuid is unknown, so timing does not reveal which uuids exist.
     if record is None:
         key_matches(_DUMMY_KEY, secret)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from starlette.requests import Request
@@ -15,12 +15,18 @@ from broker import codec
 from broker.activation_store import ActivationStore
 from broker.config import Settings
 from broker.entity_store import EntityStore
+from broker.namespaces import AuthKey
+
+
+class KeyLookup(Protocol):
+    async def find_key(self, uuid: str) -> AuthKey | None: ...
 
 
 class Services(msgspec.Struct, frozen=True, kw_only=True):
     settings: Settings
     store: EntityStore
     activations: ActivationStore
+    keys: KeyLookup  # the store itself, or a cache in front of it
 
 
 def services(request: Request) -> Services:
@@ -45,7 +51,7 @@ def authenticated(handler: AuthedHandler) -> Callable[[Request], Awaitable[Respo
 
     @wraps(handler)
     async def endpoint(request: Request) -> Response:
-        identity = await authenticate(request, services(request).store)
+        identity = await authenticate(request, services(request).keys)
         return await handler(request, identity)
 
     return endpoint

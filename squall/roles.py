@@ -15,6 +15,7 @@ from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
+from broker.key_cache import KeyCache
 from broker.recorder import ActivationRecorder
 from runtimes.invoker import invoker_role
 
@@ -52,9 +53,9 @@ class Backbone:
 
 @contextlib.asynccontextmanager
 async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiServer]:
-    app = create_app(settings, backbone.store, backbone.activations)
-    # The invoke gateway outlives the server on both ends: no request may find it missing.
-    async with InvokeGateway(backbone.bus) as gateway:
+    # The gateway and the key cache outlive the server on both ends: no request may find them missing.
+    async with InvokeGateway(backbone.bus) as gateway, KeyCache(backbone.bus, backbone.store) as keys:
+        app = create_app(settings, backbone.store, backbone.activations, keys)
         attach(app, gateway)
         async with ApiServer(
             app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
