@@ -268,28 +268,27 @@ def updated_package(put: PackagePut, current: Package, binding: Binding | None) 
 # -- what lists and package reads show -------------------------------------------------------------------
 
 
+class EntitySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields every OpenWhisk list item and entity view starts with."""
+
+    namespace: str
+    name: str
+    version: str
+    publish: bool
+    annotations: list[KeyValue]
+    updated: int
+
+
 class ExecSummary(msgspec.Struct, frozen=True, kw_only=True):
     binary: bool = False
 
 
-class ActionSummary(msgspec.Struct, frozen=True, kw_only=True):
-    namespace: str
-    name: str
-    version: str
-    publish: bool
-    annotations: list[KeyValue]
-    updated: int
+class ActionSummary(EntitySummary, frozen=True, kw_only=True):
     limits: ActionLimits
     exec: ExecSummary
 
 
-class PackageSummary(msgspec.Struct, frozen=True, kw_only=True):
-    namespace: str
-    name: str
-    version: str
-    publish: bool
-    annotations: list[KeyValue]
-    updated: int
+class PackageSummary(EntitySummary, frozen=True, kw_only=True):
     binding: Binding | bool  # `false` for a package, `{namespace, name}` for a binding
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from api.entity_views import EntitySummary
 from broker.entities import (
     INITIAL_VERSION,
     FullyQualifiedName,
@@ -43,29 +44,17 @@ class RuleStatusBody(msgspec.Struct, frozen=True, kw_only=True):
     status: Any = None
 
 
-class RuleView(msgspec.Struct, frozen=True, kw_only=True):
+class RuleView(EntitySummary, frozen=True, kw_only=True):
     """A rule as GET, PUT and DELETE return it: the stored rule plus the status its trigger records."""
 
-    namespace: str
-    name: str
-    version: str
-    publish: bool
-    annotations: list[KeyValue]
-    updated: int
     status: str
     trigger: FullyQualifiedName
     action: FullyQualifiedName
 
 
-class RuleListItem(msgspec.Struct, frozen=True, kw_only=True):
+class RuleListItem(EntitySummary, frozen=True, kw_only=True):
     """A list item of `GET …/rules`: OpenWhisk lists the rule documents, which carry no status."""
 
-    namespace: str
-    name: str
-    version: str
-    publish: bool
-    annotations: list[KeyValue]
-    updated: int
     trigger: FullyQualifiedName
     action: FullyQualifiedName
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from api.entity_views import EntitySummary
 from broker.entities import (
     INITIAL_VERSION,
     KeyValue,
@@ -34,15 +35,8 @@ class TriggerPut(msgspec.Struct, frozen=True, kw_only=True):
     annotations: list[KeyValue] | None = None
 
 
-class TriggerSummary(msgspec.Struct, frozen=True, kw_only=True):
+class TriggerSummary(EntitySummary, frozen=True, kw_only=True):
     """A list item of `GET …/triggers`: OpenWhisk's view leaves out parameters, limits and rules."""
-
-    namespace: str
-    name: str
-    version: str
-    publish: bool
-    annotations: list[KeyValue]
-    updated: int
 
 
 class TriggerCount(msgspec.Struct, frozen=True, kw_only=True):
