@@ -15,12 +15,21 @@ from broker.errors import BadRequest, InternalError, SquallError
 log = logging.getLogger("squall.api")
 
 
+# OpenWhisk's controller answers every origin, and any OPTIONS request with 200 (RestApi's CORS defaults).
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, DELETE, POST, PUT, HEAD",
+    "Access-Control-Allow-Headers": "Authorization, Origin, X-Requested-With, Content-Type, Accept, User-Agent",
+}
+
+
 def _has_control_characters(path: str) -> bool:
     return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path)
 
 
 class RequestIdMiddleware:
-    """Pure ASGI middleware: stamps `X-Request-ID`, and turns a crash into OpenWhisk's 500 shape.
+    """Pure ASGI middleware: stamps `X-Request-ID` and the CORS headers, answers OPTIONS, and turns a crash
+    into OpenWhisk's 500 shape.
 
     It catches crashes before Starlette's ServerErrorMiddleware would answer them in plain text.
     """
@@ -39,8 +48,18 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)[HEADER] = rid
+                headers = MutableHeaders(scope=message)
+                headers[HEADER] = rid
+                for name, value in CORS_HEADERS.items():
+                    headers.setdefault(name, value)
             await send(message)
+
+        if scope["method"] == "OPTIONS":
+            await send_with_id(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
+            )
+            await send_with_id({"type": "http.response.body", "body": b""})
+            return
 
         try:
             if _has_control_characters(scope.get("path", "")):

@@ -110,3 +110,17 @@ async def test_a_path_with_control_characters_is_refused(client: httpx.AsyncClie
     assert r.status_code == 400
     assert "control characters" in r.json()["error"]
     assert r.json()["code"] == r.headers["x-request-id"]
+
+
+async def test_cors_is_on_and_options_answers_200(client: httpx.AsyncClient) -> None:
+    r = await client.options(
+        "/api/v1/namespaces/_/actions/anything", headers={"Origin": "http://example.test"}
+    )
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "PUT" in r.headers["access-control-allow-methods"]
+    assert "Authorization" in r.headers["access-control-allow-headers"]
+    assert r.headers["x-request-id"]
+    r = await client.get("/api/v1/namespaces")
+    assert r.status_code == 401
+    assert r.headers["access-control-allow-origin"] == "*"
