@@ -20,6 +20,7 @@ from broker.errors import (
     Conflict,
     InternalError,
     NotFound,
+    WrongCollection,
 )
 from broker.namespaces import AuthKey, Namespace, now_ms
 
@@ -77,7 +78,8 @@ class EntityStore:
     # -- entities ----------------------------------------------------------------------------------
 
     async def get(self, collection: Collection[E], namespace: str, name: str) -> Stored[E]:
-        """Entity `name` (or `pkg/name`) of `collection` in `namespace`; NotFound if absent or other kind."""
+        """Entity `name` (or `pkg/name`) of `collection` in `namespace`; NotFound if absent, and OpenWhisk's
+        409 when the name belongs to another collection."""
         key = subjects.entity_key(namespace, name)
         kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
         try:
@@ -86,7 +88,7 @@ class EntityStore:
             raise translate(exc, f"reading {collection.name} {namespace}/{name}") from None
         stored = self._unwrap(collection, _Item(key, entry.value or b"", entry.revision or 0))
         if stored is None:
-            raise NotFound()
+            raise WrongCollection()
         return stored
 
     async def create(self, collection: Collection[E], entity: E) -> Stored[E]:

@@ -37,6 +37,12 @@ class ConcurrentModification(Conflict):
     default_message = "Concurrent modification to resource detected."
 
 
+class WrongCollection(Conflict):
+    """The name is taken by an entity of another collection (an action where a trigger was asked for)."""
+
+    default_message = "Resource by this name exists but is not in this collection."
+
+
 class PayloadTooLarge(SquallError):
     default_message = "The request content was too large."
 

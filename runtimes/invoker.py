@@ -25,7 +25,7 @@ from broker.config import Settings
 from broker.entities import ACTIONS, Action, split_namespace
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
-from broker.errors import NotFound, SquallError
+from broker.errors import NotFound, SquallError, WrongCollection
 from broker.health import (
     INVOKERS_BUCKET,
     UNHEALTHY_ERRORS,
@@ -368,7 +368,7 @@ class InvokerAgent:
             )
         try:
             stored = await self._cache.get(ACTIONS, root, path)
-        except NotFound:
+        except (NotFound, WrongCollection):
             return results.failure_record(
                 invocation=invocation,
                 name=name,

@@ -20,7 +20,7 @@ from broker import params
 from broker.activations import APPLICATION_ERROR, Activation, ActivationResponse, annotation, make_response
 from broker.entities import ACTIONS, PACKAGES, Action, ActionLimits, Collection, Entity, KeyValue, parse_fqn
 from broker.entity_store import Stored
-from broker.errors import BadRequest, NotFound
+from broker.errors import BadRequest, NotFound, WrongCollection
 from broker.invocations import Invocation
 from broker.kinds import SEQUENCE
 from broker.limits import SEQUENCE_MAX_LENGTH
@@ -163,7 +163,7 @@ class SequenceRunner:
         for index, ref in enumerate(sequence.exec.components or []):
             try:
                 resolved = await resolve_component(self.store, ref, invocation.namespace)
-            except NotFound:
+            except (NotFound, WrongCollection):
                 response = results.error_response(APPLICATION_ERROR, COMPONENT_NOT_FOUND)
                 break
             child = Invocation(

@@ -39,7 +39,7 @@ from broker.entities import (
     split_path,
 )
 from broker.entity_store import EntityStore
-from broker.errors import BadRequest, NotFound
+from broker.errors import BadRequest, NotFound, WrongCollection
 
 NOT_ALLOWED_ON_BINDING = "Operation not permitted on package binding."
 SEQUENCE_TOO_LONG = "Too many actions in the sequence."
@@ -240,7 +240,7 @@ async def _locate(store: EntityStore, component: FullyQualifiedName) -> FullyQua
         return component
     try:
         pkg = (await store.get(PACKAGES, root, package)).entity
-    except NotFound:
+    except (NotFound, WrongCollection):
         raise BadRequest(SEQUENCE_COMPONENT_NOT_FOUND) from None
     if pkg.binding.is_bound:
         return FullyQualifiedName(path=f"{pkg.binding.namespace}/{pkg.binding.name}", name=component.name)
@@ -261,7 +261,7 @@ async def _count_atomic(
         root, package = split_namespace(where.path)
         try:
             found = (await store.get(ACTIONS, root, join_path(package, where.name))).entity
-        except NotFound:
+        except (NotFound, WrongCollection):
             raise BadRequest(SEQUENCE_COMPONENT_NOT_FOUND) from None
         if found.exec.kind == kinds.SEQUENCE:
             nested = [parse_component(ref, root) for ref in found.exec.components or []]

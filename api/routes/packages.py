@@ -26,7 +26,7 @@ from api.routing import Operation, Param, route
 from broker import limits, params
 from broker.entities import ACTIONS, PACKAGES, Binding, KeyValue, Package, validate_name
 from broker.entity_store import EntityStore
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound
+from broker.errors import BadRequest, Conflict, Forbidden, NotFound, WrongCollection
 
 RESERVED_NAMES = frozenset({"default"})
 BINDING_DOES_NOT_EXIST = "Binding references a package that does not exist."
@@ -88,7 +88,7 @@ async def check_binding_target(store: EntityStore, identity: Identity, binding: 
     resource = f"{binding.namespace}/{binding.name}"
     try:
         target = (await store.get(PACKAGES, binding.namespace, binding.name)).entity
-    except NotFound:
+    except (NotFound, WrongCollection):
         raise (BadRequest(BINDING_DOES_NOT_EXIST) if owner else not_authorized(resource)) from None
     if target.binding.is_bound:
         raise BadRequest(BINDING_TO_BINDING) if owner else not_authorized(resource)

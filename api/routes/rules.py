@@ -55,7 +55,7 @@ from broker.entities import (
     validate_name,
 )
 from broker.entity_store import EntityStore, Stored
-from broker.errors import BadRequest, ConcurrentModification, Conflict, Forbidden, NotFound
+from broker.errors import BadRequest, ConcurrentModification, Conflict, Forbidden, NotFound, WrongCollection
 from broker.rule_links import effective_status, key_of, link, link_of, parse_status, rule_key, unlink
 
 COLLECTION_PATH = "/api/v1/namespaces/{namespace}/rules"
@@ -76,7 +76,7 @@ async def _find(store: EntityStore, collection: Collection[E], ref: FullyQualifi
     root, package = split_namespace(ref.path)
     try:
         return await store.get(collection, root, join_path(package, ref.name))
-    except NotFound:
+    except (NotFound, WrongCollection):
         return None
 
 

@@ -246,4 +246,7 @@ async def test_a_name_taken_by_another_collection_is_409(
     await store.create(RULES, Rule(namespace=ns, name="taken", trigger=ref, action=ref))
     r = await ns_client.put(path("taken"), json={})
     assert r.status_code == 409
-    assert (await ns_client.get(path("taken"))).status_code == 404
+    r = await ns_client.get(path("taken"))
+    assert r.status_code == 409
+    assert r.json()["error"] == "Resource by this name exists but is not in this collection."
+    assert (await ns_client.delete(path("taken"))).status_code == 409

@@ -24,7 +24,7 @@ from broker.entities import (
     bump_patch,
 )
 from broker.entity_store import EntityStore, in_listing
-from broker.errors import ConcurrentModification, Conflict, NotFound
+from broker.errors import ConcurrentModification, Conflict, NotFound, WrongCollection
 from broker.namespaces import Namespace, NamespaceLimits, make_auth_key
 
 
@@ -117,9 +117,9 @@ async def test_a_name_is_unique_across_collections(store: EntityStore, ns: str) 
         await store.create(TRIGGERS, Trigger(namespace=ns, name="shared"))
     with pytest.raises(Conflict):
         await store.create(PACKAGES, Package(namespace=ns, name="shared"))
-    with pytest.raises(NotFound):
+    with pytest.raises(WrongCollection, match="not in this collection"):
         await store.get(TRIGGERS, ns, "shared")
-    with pytest.raises(NotFound):
+    with pytest.raises(WrongCollection):
         await store.delete(TRIGGERS, ns, "shared")
     assert (await store.get(ACTIONS, ns, "shared")).entity.name == "shared"
 
