@@ -79,6 +79,11 @@ async def server(app: Starlette, bus: JetStreamBus, store: EntityStore) -> Async
     # A real gateway and invoker agent (with a stand-in pool), so invoke is fuzzed past its 503.
     async with InvokerAgent(bus, store, EchoPool()), InvokeGateway(bus) as gateway:
         attach(app, gateway)
+        # Fuzz only once the gateway sees the invoker's heartbeat: before that, 503 is the right answer.
+        deadline = time.monotonic() + 10
+        while not await gateway.registry.any_healthy():
+            assert time.monotonic() < deadline, "the invoker never reported healthy"
+            await asyncio.sleep(0.05)
         async with ApiServer(app, "127.0.0.1", 0) as running:
             yield running
 
