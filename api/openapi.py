@@ -23,8 +23,9 @@ _REF = "#/components/schemas/{name}"
 # Statuses every operation of a kind can answer, whatever its author listed, because the shared
 # machinery raises them: the error middleware (500), authentication (401), `Identity.resolve` on a
 # `{namespace}` segment (403), `read_json` on a body (400 malformed, 413 too large), query parsing (400),
-# the middleware refusing control characters in a path parameter (400), and Starlette's router when a
-# path segment holds a `/` or is empty (404).
+# the middleware refusing control characters in a path parameter (400), Starlette's router when a
+# path segment holds a `/` or is empty (404), and the entity store when the `{name}` belongs to another
+# collection (409).
 ALWAYS = (500,)
 
 _REASONS = {
@@ -102,6 +103,8 @@ def error_statuses(route: ApiRoute) -> list[int]:
         statuses.add(400)
     if any(not isinstance(c, PathConvertor) for c in route.param_convertors.values()):
         statuses.add(404)
+    if "name" in route.param_convertors:
+        statuses.add(409)
     return sorted(statuses)
 
 

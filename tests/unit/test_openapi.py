@@ -106,7 +106,14 @@ def test_document_merges_methods_and_describes_bodies_and_responses() -> None:
     thing = doc["components"]["schemas"]["Thing"]
     assert thing["required"] == ["name"]
     assert [t["name"] for t in doc["tags"]] == ["Things", "More"]
-    assert set(doc["components"]["responses"]) == {"400", "401", "404", "413", "500"}
+    assert set(doc["components"]["responses"]) == {
+        "400",
+        "401",
+        "404",
+        "409",
+        "413",
+        "500",
+    }  # 409: a `{name}` of another collection
 
 
 def test_operation_ids_fall_back_to_method_and_path_when_handlers_share_a_name() -> None:
