@@ -10,6 +10,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from broker.errors import BadRequest
+from broker.retry_policy import RetryPolicy
 
 # OpenWhisk's EntityName rule. Java's `\w` is ASCII-only, hence re.ASCII; Python spells `\z` as `\Z`.
 _NAME_RE = re.compile(r"\A([\w]|[\w][\w@ .&-]{0,254}[\w@.&-])\Z", re.ASCII)
@@ -66,10 +67,13 @@ class TriggerLimits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReducedRule(msgspec.Struct, frozen=True, kw_only=True):
-    """A rule as its trigger records it: the trigger holds each rule's status (OpenWhisk design)."""
+    """A rule as its trigger records it: the trigger holds each rule's status (OpenWhisk design), and in
+    Squall also its filter and retry policy, so that a fire reads one record to know what to run."""
 
     action: FullyQualifiedName
     status: str = RULE_ACTIVE
+    filter: dict[str, Any] | UnsetType = UNSET  # an event pattern (broker/event_patterns.py)
+    retry: RetryPolicy | UnsetType = UNSET
 
 
 class Binding(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +114,8 @@ class Rule(Entity, frozen=True, kw_only=True):
     status: str = RULE_ACTIVE
     trigger: FullyQualifiedName
     action: FullyQualifiedName
+    filter: dict[str, Any] | UnsetType = UNSET  # Squall: only events matching this pattern invoke
+    retry: RetryPolicy | UnsetType = UNSET  # Squall: how failed runs are retried before dead-lettering
 
 
 class Package(Entity, frozen=True, kw_only=True):

@@ -6,6 +6,8 @@ from typing import Any, Final
 
 import msgspec
 
+from broker.retry_policy import RetryPolicy
+
 # Where a waiting API wants the activation record sent (a core NATS subject), as a header of the invocation.
 RESULT_HEADER: Final = "Squall-Result-To"
 # The action annotation that lets an action see its caller's key as __OW_API_KEY.
@@ -28,3 +30,7 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     binding: str | None = None  # "ns/binding" when invoked through a package binding
     hops: int = 0  # events caused by actions carry a hop count (loop protection)
     published: int = 0  # epoch ms when accepted; the activation's waitTime is measured from here
+    # Rule-fired invocations only: which rule and trigger caused the run, and how failures are retried.
+    rule: str | None = None  # "ns/rule"
+    trigger: str | None = None  # "ns/trigger"
+    retry: RetryPolicy | None = None

@@ -1,0 +1,55 @@
+"""The trigger event: what a fire puts on the TRIGGERS stream for the rule engine, and the ids derived from it.
+
+Every id downstream of a fire is a pure function of what came before it, so that a retried fire, a
+redelivered event or a restarted engine produces the same ids, and JetStream's duplicate window (msg id =
+activation id) and MongoDB's unique index turn the repeat into nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+import msgspec
+
+# The header a client sends to make a fire idempotent (as in Stripe's and the IETF draft's APIs).
+IDEMPOTENCY_HEADER: Final = "idempotency-key"
+# The hop count of an event caused by an action (loop protection); also read as the CloudEvent
+# extension attribute `squallhops`.
+HOPS_HEADER: Final = "squall-hops"
+HOPS_EXTENSION: Final = "squallhops"
+
+
+class TriggerEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One accepted fire of one trigger. `activationId` is also its JetStream msg id."""
+
+    activationId: str  # the trigger activation's id
+    namespace: str  # the trigger's namespace
+    trigger: str  # the trigger's name
+    subject: str  # the caller's key uuid (the activation's `subject`)
+    payload: dict[str, Any] = {}  # what the caller sent: the trigger record's result
+    arguments: dict[str, Any] = {}  # trigger parameters < payload, plus `__ow_headers`: what actions get
+    cloudevent: dict[str, Any] | None = None  # CloudEvent context attributes, when the fire was one
+    hops: int = 0  # how many action-caused events led to this one
+    published: int = 0  # epoch ms when the API accepted it: the trigger record's `start`
+    transaction_id: str = ""  # the fire request's X-Request-ID
+
+
+def _derive(*parts: str) -> str:
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:32]  # the shape of an OpenWhisk activation id: 32 lowercase hex digits
+
+
+def fire_id(namespace: str, trigger: str, idempotency_key: str) -> str:
+    """The activation id of a fire that carries an idempotency key (or a CloudEvent id)."""
+    return _derive("fire", namespace, trigger, idempotency_key)
+
+
+def rule_activation_id(trigger_activation_id: str, rule: str) -> str:
+    """The activation id of the run a rule (`ns/rule`) makes for one trigger activation."""
+    return _derive("rule", trigger_activation_id, rule)
+
+
+def attempt_activation_id(first_id: str, attempt: int) -> str:
+    """The activation id of retry `attempt` (2, 3, …) of a run whose first attempt had `first_id`."""
+    return first_id if attempt <= 1 else _derive("attempt", first_id, str(attempt))
