@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # JetStream retention for the event-history streams.
     stream_max_age_days: int = 7
 
+    # Loop protection: an event caused by this many action-caused events in a row is refused.
+    max_hops: int = 10
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from broker import codec, subjects
+from broker.action_refs import ResolvedAction
 from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
 from broker.bus import JetStreamBus, translate
 from broker.config import Settings
@@ -39,7 +40,7 @@ from broker.kinds import SEQUENCE
 from broker.limits import MB
 from runtimes import activation_result as results
 from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
-from runtimes.sequences import ResolvedAction, SequenceRunner
+from runtimes.sequences import SequenceRunner
 
 log = logging.getLogger("squall.invoker")
 

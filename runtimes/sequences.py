@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
 from broker import params
+from broker.action_refs import Reader, ResolvedAction, resolve_component
 from broker.activations import APPLICATION_ERROR, Activation, ActivationResponse, annotation, make_response
-from broker.entities import ACTIONS, PACKAGES, Action, ActionLimits, Collection, Entity, KeyValue, parse_fqn
-from broker.entity_store import Stored
-from broker.errors import BadRequest, NotFound, WrongCollection
+from broker.entities import Action, ActionLimits, KeyValue
+from broker.errors import NotFound, WrongCollection
 from broker.invocations import Invocation
 from broker.kinds import SEQUENCE
 from broker.limits import SEQUENCE_MAX_LENGTH
@@ -29,26 +28,6 @@ from runtimes import activation_result as results
 # OpenWhisk's words (Messages.sequenceIsTooLong / sequenceComponentNotFound).
 SEQUENCE_TOO_LONG: Final = "Too many actions in the sequence."
 COMPONENT_NOT_FOUND: Final = "Sequence component does not exist."
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedAction:
-    """An action ready to run: its KV revision, the package (and binding) parameters beneath its own, and
-    the binding it was reached through (`ns/binding`), if any."""
-
-    action: Action
-    revision: int
-    parameters: list[KeyValue]
-    binding: str | None
-
-
-E = TypeVar("E", bound=Entity)
-
-
-class Reader(Protocol):
-    """Where entities are read: an EntityStore, or the invoker's EntityCache in front of one."""
-
-    async def get(self, collection: Collection[E], namespace: str, name: str) -> Stored[E]: ...
 
 
 Execute = Callable[[Invocation, ResolvedAction, Any, bool], Awaitable[Activation]]
@@ -112,30 +91,6 @@ def memory_of(record: Activation) -> int | None:
     limits = annotation(record, "limits")
     memory = limits.get("memory") if isinstance(limits, dict) else None
     return memory if isinstance(memory, int) else None
-
-
-async def resolve_component(store: Reader, ref: str, namespace: str) -> ResolvedAction:
-    """A component reference (`/ns/[pkg/]name`) as the action it runs; NotFound when any part is gone."""
-    try:
-        fqn = parse_fqn(ref, namespace)
-    except BadRequest:
-        raise NotFound() from None
-    root, _, package = fqn.path.partition("/")
-    if not package:
-        stored = await store.get(ACTIONS, root, fqn.name)
-        return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=[], binding=None)
-    pkg = (await store.get(PACKAGES, root, package)).entity
-    layers = pkg.parameters
-    binding = None
-    owner, owner_package = root, package
-    if pkg.binding.is_bound:
-        assert isinstance(pkg.binding.namespace, str) and isinstance(pkg.binding.name, str)
-        owner, owner_package = pkg.binding.namespace, pkg.binding.name
-        target = (await store.get(PACKAGES, owner, owner_package)).entity
-        layers = params.merge(target.parameters, pkg.parameters)
-        binding = f"{root}/{package}"
-    stored = await store.get(ACTIONS, owner, f"{owner_package}/{fqn.name}")
-    return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=layers, binding=binding)
 
 
 class SequenceRunner:

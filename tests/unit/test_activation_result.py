@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from broker import codec
+from broker.action_refs import ResolvedAction
 from broker.activations import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
@@ -21,7 +22,7 @@ from broker.entities import Action, ActionLimits, Exec, KeyValue
 from broker.invocations import Invocation
 from runtimes import activation_result as ar
 from runtimes.contract import RunOutcome
-from runtimes.sequences import ResolvedAction, component_arguments, component_id, memory_of, sequence_record
+from runtimes.sequences import component_arguments, component_id, memory_of, sequence_record
 
 T0 = 1_700_000_000_000
 AID = "0123456789abcdef0123456789abcdef"

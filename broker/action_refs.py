@@ -1,0 +1,56 @@
+"""Action references (`/ns/[pkg/]name`) resolved to what runs: the action, its revision, and the package and
+binding parameters beneath its own. Used by sequences (each component) and the rule engine (each rule)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from broker import params
+from broker.entities import ACTIONS, PACKAGES, Action, Collection, Entity, KeyValue, parse_fqn
+from broker.entity_store import Stored
+from broker.errors import BadRequest, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAction:
+    """An action ready to run: its KV revision, the package (and binding) parameters beneath its own, and
+    the binding it was reached through (`ns/binding`), if any."""
+
+    action: Action
+    revision: int
+    parameters: list[KeyValue]
+    binding: str | None
+
+
+E = TypeVar("E", bound=Entity)
+
+
+class Reader(Protocol):
+    """Where entities are read: an EntityStore, or the invoker's EntityCache in front of one."""
+
+    async def get(self, collection: Collection[E], namespace: str, name: str) -> Stored[E]: ...
+
+
+async def resolve_component(store: Reader, ref: str, namespace: str) -> ResolvedAction:
+    """A component reference (`/ns/[pkg/]name`) as the action it runs; NotFound when any part is gone."""
+    try:
+        fqn = parse_fqn(ref, namespace)
+    except BadRequest:
+        raise NotFound() from None
+    root, _, package = fqn.path.partition("/")
+    if not package:
+        stored = await store.get(ACTIONS, root, fqn.name)
+        return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=[], binding=None)
+    pkg = (await store.get(PACKAGES, root, package)).entity
+    layers = pkg.parameters
+    binding = None
+    owner, owner_package = root, package
+    if pkg.binding.is_bound:
+        assert isinstance(pkg.binding.namespace, str) and isinstance(pkg.binding.name, str)
+        owner, owner_package = pkg.binding.namespace, pkg.binding.name
+        target = (await store.get(PACKAGES, owner, owner_package)).entity
+        layers = params.merge(target.parameters, pkg.parameters)
+        binding = f"{root}/{package}"
+    stored = await store.get(ACTIONS, owner, f"{owner_package}/{fqn.name}")
+    return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=layers, binding=binding)
