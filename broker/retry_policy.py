@@ -53,7 +53,8 @@ def delay_ms(policy: RetryPolicy, attempt: int) -> int:
     """How long to wait after failed attempt number `attempt` (1-based) before the next one."""
     if policy.backoff == "fixed":
         return policy.delayMs
-    return min(policy.maxDelayMs, policy.delayMs * 2 ** max(0, attempt - 1))
+    # A shift, not `2 ** n`: typeshed types int ** int as Any (a negative exponent gives a float).
+    return min(policy.maxDelayMs, policy.delayMs << max(0, attempt - 1))
 
 
 def should_retry(policy: RetryPolicy | None, status: str, attempt: int) -> bool:

@@ -1,9 +1,10 @@
 """Rules as their triggers record them: link, unlink, and a rule's effective status (pure functions).
 
 OpenWhisk keeps a rule's status on its trigger (`trigger.rules["ns/rule"] = {action, status}`), so that a fire
-reads one record to know which actions to run. The rule record says *what* the rule binds; the trigger's map
-says *whether* it is active. Every function here is pure: callers read the trigger, apply one of them, and
-write the result back under the trigger's KV revision (retrying on a concurrent change).
+reads one record to know which actions to run; Squall copies the rule's `filter` and `retry` there too, for the
+same reason. The rule record says *what* the rule binds; the trigger's map says *whether* it is active (and
+is what a fire acts on). Every function here is pure: callers read the trigger, apply one of them, and write
+the result back under the trigger's KV revision (retrying on a concurrent change).
 
 Two KV writes cannot be atomic, so the API orders them so that an interruption leaves a state that reads
 correctly and never fires for a rule that does not mean it (see `api/routes/rules.py`):
@@ -14,8 +15,10 @@ Enabling the rule (`POST {"status":"active"}`) or putting it again repairs any i
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from broker.entities import (
     RULE_ACTIVE,
@@ -26,6 +29,7 @@ from broker.entities import (
     Trigger,
 )
 from broker.errors import BadRequest
+from broker.retry_policy import RetryPolicy
 
 STATUSES = (RULE_ACTIVE, RULE_INACTIVE)
 
@@ -63,19 +67,33 @@ def effective_status(rule: Rule, trigger: Trigger | None) -> str:
     return link.status if link is not None else RULE_INACTIVE
 
 
-def link(trigger: Trigger, key: str, action: FullyQualifiedName, status: str) -> Trigger | None:
-    """`trigger` with rule `key` bound to `action` in `status`; None when it already says exactly that.
+def link(
+    trigger: Trigger,
+    key: str,
+    action: FullyQualifiedName,
+    status: str,
+    *,
+    filter: dict[str, Any] | UnsetType = UNSET,
+    retry: RetryPolicy | UnsetType = UNSET,
+) -> Trigger | None:
+    """`trigger` with rule `key` bound to `action` in `status`, with that filter and retry policy (none when
+    UNSET); None when it already says exactly that.
 
     Returning None lets callers skip a write (and the `updated` stamp it brings) for a no-op.
     """
     if status not in STATUSES:
         raise ValueError(f"unknown rule status {status!r}")
-    wanted = ReducedRule(action=action, status=status)
+    wanted = ReducedRule(action=action, status=status, filter=filter, retry=retry)
     if link_of(trigger, key) == wanted:
         return None
     rules = {} if trigger.rules is UNSET else dict(trigger.rules)
     rules[key] = wanted
     return msgspec.structs.replace(trigger, rules=rules)
+
+
+def link_rule(trigger: Trigger, rule: Rule, status: str) -> Trigger | None:
+    """`link` for `rule` as its record says (action, filter, retry), in `status`."""
+    return link(trigger, key_of(rule), rule.action, status, filter=rule.filter, retry=rule.retry)
 
 
 def unlink(trigger: Trigger, key: str) -> Trigger | None:

@@ -56,7 +56,7 @@ from broker.entities import (
 )
 from broker.entity_store import EntityStore, Stored
 from broker.errors import BadRequest, ConcurrentModification, Conflict, Forbidden, NotFound, WrongCollection
-from broker.rule_links import effective_status, key_of, link, link_of, parse_status, rule_key, unlink
+from broker.rule_links import effective_status, key_of, link_of, link_rule, parse_status, unlink
 
 COLLECTION_PATH = "/api/v1/namespaces/{namespace}/rules"
 ENTITY_PATH = COLLECTION_PATH + "/{name}"
@@ -182,7 +182,10 @@ async def get_rule(request: Request, identity: Identity) -> Response:
     ENTITY_PATH,
     "PUT",
     Operation(
-        summary="Create a rule (active), or update it with `overwrite=true` (keeping its status)",
+        summary=(
+            "Create a rule (active), or update it with `overwrite=true` (keeping its status); "
+            "an optional `filter` and `retry` policy are Squall's, and `null` removes them"
+        ),
         tag=TAG,
         query=(OVERWRITE,),
         body=RulePut,
@@ -210,9 +213,8 @@ async def _create(store: EntityStore, content: RuleContent, namespace: str, name
     rule = new_rule(content, namespace, name)
     await _check_exist(store, rule.trigger, rule.action)
     stored = await store.create(RULES, rule)
-    key = rule_key(namespace, name)
     try:
-        linked = await _rewrite_trigger(store, rule.trigger, lambda t: link(t, key, rule.action, RULE_ACTIVE))
+        linked = await _rewrite_trigger(store, rule.trigger, lambda t: link_rule(t, rule, RULE_ACTIVE))
     except Exception:
         # The rule reads inactive without its link; remove it so the failed PUT leaves nothing behind.
         with contextlib.suppress(Exception):
@@ -236,7 +238,8 @@ async def _update(store: EntityStore, content: RuleContent, current: Stored[Rule
     if rule.trigger != old.trigger:
         await _rewrite_trigger(store, old.trigger, lambda t: unlink(t, key))
     stored = await store.update(RULES, rule, current.revision)
-    if not await _rewrite_trigger(store, rule.trigger, lambda t: link(t, key, rule.action, status)):
+    # The link carries the filter and retry policy too, so an update of those alone rewrites it.
+    if not await _rewrite_trigger(store, rule.trigger, lambda t: link_rule(t, rule, status)):
         status = RULE_INACTIVE  # the new trigger was deleted meanwhile: the rule reads inactive
     return view(stored.entity, status)
 
@@ -265,8 +268,8 @@ async def set_rule_status(request: Request, identity: Identity) -> Response:
         return Response(status_code=200)  # nothing records it as active: already inactive
     if trigger is None:
         raise NotFound(NO_TRIGGER)
-    # Writing the link also repairs one an interrupted update left pointing at an older action.
-    linked = await _rewrite_trigger(store, rule.trigger, lambda t: link(t, key, rule.action, desired))
+    # Writing the link also repairs one an interrupted update left pointing at an older action (or filter).
+    linked = await _rewrite_trigger(store, rule.trigger, lambda t: link_rule(t, rule, desired))
     if not linked and desired == RULE_ACTIVE:
         raise NotFound(NO_TRIGGER)
     return Response(status_code=200)

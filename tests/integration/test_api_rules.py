@@ -467,3 +467,208 @@ async def test_link_writes_retry_when_the_trigger_changes_under_them(
     assert set(await trigger_rules(ns_client, "t")) == {f"{ns}/x"}
     with pytest.raises(ConcurrentModification):
         await rule_routes._rewrite_trigger(RacingStore(store, races=100), ref, lambda t: add(t) or t)
+
+
+# Squall's rule filters and retry policies.
+
+FILTER = {"type": ["push"], "repo": {"name": [{"prefix": "squall"}]}}
+RETRY = {"attempts": 5, "delayMs": 200, "backoff": "fixed", "on": ["application error"]}
+# The policy as stored and shown: fields at their scalar default are left out, `on` is always written.
+ALL_FAILURES = ["application error", "action developer error", "whisk internal error"]
+
+
+async def test_create_with_a_filter_and_retry_shows_them_on_the_rule_and_its_trigger(
+    ns_client: httpx.AsyncClient, store: EntityStore, setup: str
+) -> None:
+    ns = setup
+    body = await put_rule(
+        ns_client, "r", {"trigger": "/_/t", "action": "/_/a", "filter": FILTER, "retry": RETRY}
+    )
+    assert (body["filter"], body["retry"]) == (FILTER, RETRY)
+    assert body["status"] == "active"
+    assert (await ns_client.get(rules("r"))).json() == body
+    [item] = (await ns_client.get(rules())).json()
+    assert (item["filter"], item["retry"]) == (FILTER, RETRY)
+    assert await trigger_rules(ns_client, "t") == {
+        f"{ns}/r": {"action": {"path": ns, "name": "a"}, "status": "active", "filter": FILTER, "retry": RETRY}
+    }
+    stored = (await store.get(RULES, ns, "r")).entity
+    assert stored.filter == FILTER
+    body = await put_rule(ns_client, "defaults", {"trigger": "/_/t", "action": "/_/a", "retry": {}})
+    assert body["retry"] == {"on": ALL_FAILURES}
+
+
+async def test_rules_without_filter_or_retry_have_no_such_keys(
+    ns_client: httpx.AsyncClient, setup: str
+) -> None:
+    ns = setup
+    created = await put_rule(ns_client, "r", {"trigger": "/_/t", "action": "/_/a"})
+    nulls = await put_rule(
+        ns_client, "n", {"trigger": "/_/t", "action": "/_/a", "filter": None, "retry": None}
+    )
+    for body in (
+        created,
+        nulls,
+        (await ns_client.get(rules("r"))).json(),
+        *(await ns_client.get(rules())).json(),
+    ):
+        assert "filter" not in body and "retry" not in body, body
+    links = await trigger_rules(ns_client, "t")
+    assert set(links[f"{ns}/r"]) == set(links[f"{ns}/n"]) == {"action", "status"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"filter": {}}, "The event pattern at $ must be a non-empty object."),
+        (
+            {"filter": {"type": "push"}},
+            "The event pattern at $.type must be an object or a list of alternatives.",
+        ),
+        ({"filter": {"type": []}}, "The event pattern at $.type must list 1 to 100 alternatives."),
+        (
+            {"filter": {"type": [{"bogus": 1}]}},
+            "The event pattern at $.type uses the unknown matcher 'bogus'.",
+        ),
+        ({"filter": {"type": [{"prefix": 1}]}}, "The 'prefix' matcher at $.type takes a string."),
+        ({"retry": {"attempts": 0}}, "The retry policy's attempts must be between 1 and 10."),
+        ({"retry": {"backoff": "linear"}}, "The retry policy's backoff must be one of: fixed, exponential."),
+        ({"retry": {"delayMs": 5000, "maxDelayMs": 10}}, "The retry policy's maxDelayMs must be between"),
+        ({"retry": {"on": ["success"]}}, "The retry policy's 'on' must list some of:"),
+        (
+            {"filter": "x"},
+            "The request content was malformed:\nExpected `object | null`, got `str` - at `$.filter`",
+        ),
+        ({"filter": ["x"]}, "The request content was malformed:\nExpected `object | null`, got `array`"),
+        (
+            {"retry": 5},
+            "The request content was malformed:\nExpected `object | null`, got `int` - at `$.retry`",
+        ),
+        ({"retry": {"attempts": "3"}}, "The request content was malformed:\nExpected `int`, got `str`"),
+    ],
+)
+async def test_an_invalid_filter_or_retry_is_400_and_writes_nothing(
+    ns_client: httpx.AsyncClient, setup: str, fields: dict[str, Any], message: str
+) -> None:
+    r = await ns_client.put(rules("r"), json={"trigger": "/_/t", "action": "/_/a", **fields})
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"error", "code"}
+    assert r.json()["error"].startswith(message)
+    assert (await ns_client.get(rules("r"))).status_code == 404
+    assert await trigger_rules(ns_client, "t") is None
+
+
+async def test_an_oversized_filter_is_413_and_writes_nothing(
+    ns_client: httpx.AsyncClient, setup: str
+) -> None:
+    big = {"type": ["x" * 1000] * 70}  # valid, but its JSON passes 64 KB
+    r = await ns_client.put(rules("r"), json={"trigger": "/_/t", "action": "/_/a", "filter": big})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"].startswith("filter larger than allowed:")
+    assert r.json()["error"].endswith(f"> {64 * 1024} bytes.")
+    assert (await ns_client.get(rules("r"))).status_code == 404
+
+
+async def test_an_invalid_update_is_400_and_keeps_the_stored_filter_and_retry(
+    ns_client: httpx.AsyncClient, setup: str
+) -> None:
+    ns = setup
+    created = await put_rule(
+        ns_client, "r", {"trigger": "/_/t", "action": "/_/a", "filter": FILTER, "retry": RETRY}
+    )
+    for fields in ({"filter": {"type": "push"}}, {"retry": {"attempts": 11}}, {"retry": 5}):
+        r = await ns_client.put(rules("r") + "?overwrite=true", json=fields)
+        assert r.status_code == 400, fields
+    assert (await ns_client.get(rules("r"))).json() == created
+    assert (await trigger_rules(ns_client, "t"))[f"{ns}/r"]["filter"] == FILTER
+
+
+async def test_update_keeps_absent_filter_and_retry_and_null_removes_them(
+    ns_client: httpx.AsyncClient, setup: str
+) -> None:
+    ns = setup
+    await put_rule(ns_client, "r", {"trigger": "/_/t", "action": "/_/a", "filter": FILTER, "retry": RETRY})
+    body = await put_rule(ns_client, "r", {"action": "/_/b"}, "?overwrite=true")  # neither field given: kept
+    assert (body["filter"], body["retry"], body["action"]["name"]) == (FILTER, RETRY, "b")
+    link = (await trigger_rules(ns_client, "t"))[f"{ns}/r"]
+    assert (link["filter"], link["retry"], link["action"]["name"]) == (FILTER, RETRY, "b")
+
+    body = await put_rule(ns_client, "r", {"filter": None}, "?overwrite=true")  # null: removed
+    assert "filter" not in body and body["retry"] == RETRY
+    link = (await trigger_rules(ns_client, "t"))[f"{ns}/r"]
+    assert "filter" not in link and link["retry"] == RETRY
+
+    body = await put_rule(ns_client, "r", {"retry": None}, "?overwrite=true")
+    assert "filter" not in body and "retry" not in body
+    assert set((await trigger_rules(ns_client, "t"))[f"{ns}/r"]) == {"action", "status"}
+    assert body["version"] == "0.0.4"
+
+
+async def test_update_of_the_filter_alone_rewrites_the_link_and_keeps_the_status(
+    ns_client: httpx.AsyncClient, setup: str
+) -> None:
+    ns = setup
+    await put_rule(ns_client, "r", {"trigger": "/_/t", "action": "/_/a", "filter": FILTER})
+    assert (await ns_client.post(rules("r"), json={"status": "inactive"})).status_code == 200
+    other = {"type": [{"anything-but": "push"}]}
+    body = await put_rule(ns_client, "r", {"filter": other}, "?overwrite=true")
+    assert (body["filter"], body["status"]) == (other, "inactive")
+    assert (await trigger_rules(ns_client, "t"))[f"{ns}/r"] == {
+        "action": {"path": ns, "name": "a"},
+        "status": "inactive",
+        "filter": other,
+    }
+    # Moving to another trigger takes the filter along and leaves nothing on the old one.
+    body = await put_rule(ns_client, "r", {"trigger": "/_/t2", "retry": RETRY}, "?overwrite=true")
+    assert await trigger_rules(ns_client, "t") == {}
+    assert (await trigger_rules(ns_client, "t2"))[f"{ns}/r"] == {
+        "action": {"path": ns, "name": "a"},
+        "status": "inactive",
+        "filter": other,
+        "retry": RETRY,
+    }
+
+
+async def test_disable_and_enable_keep_the_filter_and_retry_in_the_trigger_link(
+    ns_client: httpx.AsyncClient, setup: str
+) -> None:
+    ns = setup
+    await put_rule(ns_client, "r", {"trigger": "/_/t", "action": "/_/a", "filter": FILTER, "retry": RETRY})
+    for status in ("inactive", "active"):
+        assert (await ns_client.post(rules("r"), json={"status": status})).status_code == 200
+        assert (await trigger_rules(ns_client, "t"))[f"{ns}/r"] == {
+            "action": {"path": ns, "name": "a"},
+            "status": status,
+            "filter": FILTER,
+            "retry": RETRY,
+        }
+        body = (await ns_client.get(rules("r"))).json()
+        assert (body["status"], body["filter"], body["retry"]) == (status, FILTER, RETRY)
+
+
+async def test_enabling_repairs_a_link_that_lost_its_filter(
+    ns_client: httpx.AsyncClient, store: EntityStore, setup: str
+) -> None:
+    # The state a crash between "update the rule's filter" and "rewrite the link" leaves behind.
+    ns = setup
+    await put_rule(ns_client, "r", {"trigger": "/_/t", "action": "/_/a"})
+    stored = await store.get(RULES, ns, "r")
+    import msgspec
+
+    await store.update(RULES, msgspec.structs.replace(stored.entity, filter=FILTER), stored.revision)
+    assert "filter" not in (await trigger_rules(ns_client, "t"))[f"{ns}/r"]
+    assert (await ns_client.post(rules("r"), json={"status": "active"})).status_code == 200
+    assert (await trigger_rules(ns_client, "t"))[f"{ns}/r"]["filter"] == FILTER
+
+
+async def test_the_openapi_document_describes_filter_and_retry(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/api/v1/api-docs")).json()
+    put = document["paths"]["/api/v1/namespaces/{namespace}/rules/{name}"]["put"]
+    ref = put["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schemas = document["components"]["schemas"]
+    body = schemas[ref.rsplit("/", 1)[1]]
+    assert {"filter", "retry"} <= set(body["properties"])
+    assert {"attempts", "delayMs", "backoff", "maxDelayMs", "on"} <= set(schemas["RetryPolicy"]["properties"])
+    for view in ("RuleView", "RuleListItem"):
+        assert {"filter", "retry"} <= set(schemas[view]["properties"])
+        assert not {"filter", "retry"} & set(schemas[view].get("required", []))

@@ -17,12 +17,14 @@ from broker.entities import (
     Trigger,
 )
 from broker.errors import BadRequest
+from broker.retry_policy import RetryPolicy
 from broker.rule_links import (
     active_rules,
     effective_status,
     key_of,
     link,
     link_of,
+    link_rule,
     parse_status,
     rule_key,
     trigger_ref,
@@ -31,18 +33,21 @@ from broker.rule_links import (
 
 ACTION = FullyQualifiedName(path="ns", name="hello")
 OTHER_ACTION = FullyQualifiedName(path="ns/pkg", name="other")
+FILTER: dict[str, Any] = {"type": ["push"], "repo": {"name": [{"prefix": "squall"}]}}
+RETRY = RetryPolicy(attempts=5, backoff="fixed")
 
 
 def trigger(name: str = "t", **fields: Any) -> Trigger:
     return Trigger(namespace="ns", name=name, **fields)
 
 
-def rule(name: str = "r", trigger_name: str = "t") -> Rule:
+def rule(name: str = "r", trigger_name: str = "t", **fields: Any) -> Rule:
     return Rule(
         namespace="ns",
         name=name,
         trigger=FullyQualifiedName(path="ns", name=trigger_name),
         action=ACTION,
+        **fields,
     )
 
 
@@ -182,3 +187,63 @@ def test_links_round_trip_through_the_codec() -> None:
     linked = link(trigger(), "ns/r", OTHER_ACTION, RULE_INACTIVE)
     assert linked is not None
     assert codec.decode(codec.encode(linked), Trigger) == linked
+
+
+def test_link_carries_the_filter_and_retry_policy() -> None:
+    linked = link(trigger(), "ns/r", ACTION, RULE_ACTIVE, filter=FILTER, retry=RETRY)
+    assert linked is not None
+    assert linked.rules == {
+        "ns/r": ReducedRule(action=ACTION, status=RULE_ACTIVE, filter=FILTER, retry=RETRY)
+    }
+    assert codec.to_builtins(linked)["rules"]["ns/r"] == {
+        "action": {"path": "ns", "name": "hello"},
+        "status": "active",
+        "filter": FILTER,
+        "retry": {"attempts": 5, "backoff": "fixed", "on": list(RETRY.on)},
+    }
+    assert codec.decode(codec.encode(linked), Trigger) == linked
+
+
+def test_a_link_without_filter_or_retry_has_no_such_keys() -> None:
+    linked = link(trigger(), "ns/r", ACTION, RULE_ACTIVE)
+    assert linked is not None
+    assert set(codec.to_builtins(linked)["rules"]["ns/r"]) == {"action", "status"}
+
+
+def test_link_is_none_when_filter_and_retry_are_already_exactly_those() -> None:
+    linked = link(trigger(), "ns/r", ACTION, RULE_ACTIVE, filter=FILTER, retry=RETRY)
+    assert linked is not None
+    same_filter = {"type": ["push"], "repo": {"name": [{"prefix": "squall"}]}}  # equal, not identical
+    same_retry = RetryPolicy(attempts=5, backoff="fixed")
+    assert link(linked, "ns/r", ACTION, RULE_ACTIVE, filter=same_filter, retry=same_retry) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"filter": {"type": ["pull"]}, "retry": RETRY},  # another filter
+        {"retry": RETRY},  # the filter removed
+        {"filter": FILTER, "retry": RetryPolicy(attempts=2)},  # another policy
+        {"filter": FILTER},  # the policy removed
+        {},  # both removed
+    ],
+)
+def test_link_rewrites_a_record_whose_filter_or_retry_changed(fields: dict[str, Any]) -> None:
+    linked = link(trigger(), "ns/r", ACTION, RULE_ACTIVE, filter=FILTER, retry=RETRY)
+    assert linked is not None
+    relinked = link(linked, "ns/r", ACTION, RULE_ACTIVE, **fields)
+    assert relinked is not None and relinked.rules is not UNSET
+    assert relinked.rules["ns/r"] == ReducedRule(action=ACTION, status=RULE_ACTIVE, **fields)
+
+
+def test_link_rule_links_what_the_rule_record_says() -> None:
+    r = rule(filter=FILTER, retry=RETRY)
+    linked = link_rule(trigger(), r, RULE_INACTIVE)
+    assert linked is not None
+    assert link_of(linked, key_of(r)) == ReducedRule(
+        action=ACTION, status=RULE_INACTIVE, filter=FILTER, retry=RETRY
+    )
+    assert link_rule(linked, r, RULE_INACTIVE) is None
+    plain = link_rule(trigger(), rule(), RULE_ACTIVE)
+    assert plain is not None
+    assert link_of(plain, "ns/r") == ReducedRule(action=ACTION, status=RULE_ACTIVE)
