@@ -19,7 +19,7 @@ MAX_ATTEMPTS: Final = 10
 MAX_DELAY_MS: Final = 3_600_000  # an hour: a longer wait belongs in the dead-letter stream
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """`{"attempts": 3, "delayMs": 1000, "backoff": "exponential", "maxDelayMs": 60000, "on": [...]}`.
 
     `attempts` counts every run, the first included; `on` lists the failure statuses that are retried

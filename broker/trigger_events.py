@@ -8,6 +8,7 @@ activation id) and MongoDB's unique index turn the repeat into nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
@@ -33,6 +34,12 @@ class TriggerEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     hops: int = 0  # how many action-caused events led to this one
     published: int = 0  # epoch ms when the API accepted it: the trigger record's `start`
     transaction_id: str = ""  # the fire request's X-Request-ID
+
+
+def filter_document(payload: Mapping[str, Any], attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a rule's filter is matched against: the event in CloudEvents' structured form, with the payload
+    as `data` (a plain fire is an event with `data` alone)."""
+    return {**(attributes or {}), "data": dict(payload)}
 
 
 def _derive(*parts: str) -> str:

@@ -35,5 +35,5 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
             console.print("[bold]squall:[/] invoker role running")
         else:
             await stack.enter_async_context(roles.broker_role(settings, backbone))
-            console.print("[bold]squall:[/] broker role running (activation recorder)")
+            console.print("[bold]squall:[/] broker role running (rule engine, activation recorder)")
         await stop.wait()

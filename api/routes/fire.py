@@ -1,0 +1,162 @@
+"""Firing a trigger: `POST …/triggers/{name}` puts one event on the TRIGGERS stream for the rule engine.
+
+OpenWhisk's answers (Triggers.scala): 404 for an unknown trigger, 204 without a body (and without a record)
+when no rule is active, else 202 `{"activationId"}` — here as soon as the event is durably in JetStream.
+An `Idempotency-Key` header (or a CloudEvent's source + id) fixes the activation id and the JetStream msg
+id, so a repeated fire inside the duplicate window answers the first fire's id and creates nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import Identity
+from api.body import read_bytes, too_large_message
+from api.cloudevents import Incoming, read_event
+from api.context import JSON, authenticated, services
+from api.request_id import request_id_of
+from api.routes.invoke import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
+from api.routing import Operation, route
+from api.throttling import throttles_of
+from broker import codec, subjects
+from broker.activations import APPLICATION_ERROR, Activation, make_response, new_activation_id
+from broker.entities import TRIGGERS, KeyValue, Trigger, validate_name
+from broker.errors import BadRequest, PayloadTooLarge
+from broker.health import now_ms
+from broker.limits import PAYLOAD_MAX_BYTES
+from broker.rule_links import active_rules
+from broker.trigger_events import HOPS_EXTENSION, HOPS_HEADER, IDEMPOTENCY_HEADER, TriggerEvent, fire_id
+
+ENTITY_PATH: Final = "/api/v1/namespaces/{namespace}/triggers/{name}"
+IDEMPOTENCY_KEY_MAX: Final = 256
+# Request headers an action never sees in `__ow_headers`: the caller's credentials.
+PRIVATE_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def ow_headers(request: Request) -> dict[str, str]:
+    """The request's headers, lowercased, as OpenWhisk passes them to rule-fired actions (#5273)."""
+    return {name: value for name, value in request.headers.items() if name not in PRIVATE_HEADERS}
+
+
+def idempotency_key(request: Request, incoming: Incoming) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None:
+        if not key or len(key) > IDEMPOTENCY_KEY_MAX:
+            raise BadRequest(f"The Idempotency-Key header must have 1 to {IDEMPOTENCY_KEY_MAX} characters.")
+        return key
+    return incoming.idempotency_key
+
+
+def hop_count(request: Request, incoming: Incoming) -> int:
+    """How many action-caused events led to this fire: the `Squall-Hops` header or CloudEvent extension."""
+    raw: Any = request.headers.get(HOPS_HEADER)
+    if raw is None and incoming.attributes is not None:
+        raw = incoming.attributes.get(HOPS_EXTENSION)
+    if raw is None:
+        return 0
+    try:
+        hops = int(raw)
+    except ValueError:
+        hops = -1
+    if hops < 0:
+        raise BadRequest(f"The {HOPS_HEADER} header must be a non-negative integer.")
+    return hops
+
+
+def loop_message(hops: int, allowed: int) -> str:
+    return (
+        f"The event has passed through {hops} hops, more than the {allowed} allowed: "
+        "refused to break a possible trigger loop."
+    )
+
+
+def refused_record(event: TriggerEvent, trigger: Trigger, message: str) -> Activation:
+    """The trigger activation that records a refused fire, so that the refusal can be found later."""
+    return Activation(
+        namespace=event.namespace,
+        name=event.trigger,
+        subject=event.subject,
+        activationId=event.activationId,
+        start=event.published,
+        response=make_response(APPLICATION_ERROR, {"error": message}),
+        logs=[],
+        version=trigger.version,
+        publish=False,
+        annotations=[KeyValue(key="hops", value=event.hops)],
+    )
+
+
+def arguments(trigger: Trigger, incoming: Incoming, headers: dict[str, str]) -> dict[str, Any]:
+    """Trigger parameters < payload, plus `__ow_headers` (and `__ow_cloudevent` for a CloudEvent)."""
+    args: dict[str, Any] = {p.key: p.value for p in trigger.parameters}
+    args.update(incoming.payload)
+    args["__ow_headers"] = headers
+    if incoming.attributes is not None:
+        args["__ow_cloudevent"] = incoming.attributes
+    return args
+
+
+@route(
+    ENTITY_PATH,
+    "POST",
+    Operation(
+        summary=(
+            "Fire a trigger: 202 with the trigger activation's id once the event is stored, 204 when no rule "
+            "is active. The body is the payload, or a CloudEvent (structured or binary mode); an "
+            "`Idempotency-Key` header makes a repeated fire answer the first one's id"
+        ),
+        tag="Triggers",
+        body=dict[str, Any],
+        status=202,
+        response=ActivationIdBody,
+        other_responses={204: None},
+        errors=(400, 403, 404, 409, 413, 429, 503),
+    ),
+)
+@authenticated
+async def fire_trigger(request: Request, identity: Identity) -> Response:
+    namespace = identity.resolve(request.path_params["namespace"])
+    name = validate_name(request.path_params["name"])
+    incoming = read_event(request.headers, await read_bytes(request, PAYLOAD_MAX_BYTES))
+    key = idempotency_key(request, incoming)
+    hops = hop_count(request, incoming)
+    gateway = gateway_of(request)
+    await throttles_of(request).check_fire(namespace)
+    trigger = (await gateway.actions.get(TRIGGERS, namespace, name)).entity
+    if not active_rules(trigger):
+        return Response(status_code=204)
+    activation_id = fire_id(namespace, name, key) if key is not None else new_activation_id()
+    event = TriggerEvent(
+        activationId=activation_id,
+        namespace=namespace,
+        trigger=name,
+        subject=identity.uuid,
+        payload=incoming.payload,
+        arguments=arguments(trigger, incoming, ow_headers(request)),
+        cloudevent=incoming.attributes,
+        hops=hops,
+        published=now_ms(),
+        transaction_id=request_id_of(request),
+    )
+    bus = gateway.bus
+    allowed = services(request).settings.max_hops
+    if hops > allowed:
+        message = loop_message(hops, allowed)
+        record = refused_record(event, trigger, message)
+        await bus.publish(
+            subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
+        )
+        raise BadRequest(message)
+    payload = codec.encode(event)
+    if len(payload) > bus.nc.max_payload:  # trigger parameters can pass what the body alone could not
+        raise PayloadTooLarge(too_large_message(len(payload), bus.nc.max_payload))
+    await bus.publish(subjects.trigger_subject(namespace, name), payload, msg_id=activation_id)
+    return JSON(
+        ActivationIdBody(activationId=activation_id), 202, headers={ACTIVATION_ID_HEADER: activation_id}
+    )
+
+
+routes = [fire_trigger]
