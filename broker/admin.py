@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from broker.entity_store import EntityStore
 from broker.errors import Conflict, NotFound
 from broker.namespaces import Namespace, NamespaceLimits, key_matches, make_auth_key, now_ms, split_key
@@ -27,18 +29,36 @@ async def create_namespace(
     return plain
 
 
-async def ensure_namespace(store: EntityStore, name: str, key: str) -> bool:
-    """Make sure `name` exists and accepts `key`; idempotent. Returns True when anything was written."""
+async def ensure_namespace(
+    store: EntityStore, name: str, key: str, *, limits: NamespaceLimits | None = None
+) -> bool:
+    """Make sure `name` exists and accepts `key`; idempotent. Returns True when anything was written.
+
+    `limits` fills in the limits the record leaves to the system; those set on it (by an operator) stay.
+    """
     wrote = False
-    if not await exists(store, name):
-        await store.put_namespace(Namespace(name=name, created=now_ms()))
+    try:
+        current = await store.get_namespace(name)
+    except NotFound:
+        await store.put_namespace(Namespace(name=name, limits=limits or NamespaceLimits(), created=now_ms()))
         wrote = True
+    else:
+        filled = fill_limits(current.limits, limits or NamespaceLimits())
+        if filled != current.limits:
+            await store.put_namespace(msgspec.structs.replace(current, limits=filled))
+            wrote = True
     uuid, secret = split_key(key)
     existing = await store.find_key(uuid)
     if existing is None or existing.namespace != name or not key_matches(existing, secret):
         await store.put_key(make_auth_key(name, key)[0])
         wrote = True
     return wrote
+
+
+def fill_limits(current: NamespaceLimits, fallback: NamespaceLimits) -> NamespaceLimits:
+    """`current`, with each limit it leaves to the system taken from `fallback`."""
+    own = {field: value for field, value in msgspec.structs.asdict(current).items() if value is not None}
+    return msgspec.structs.replace(fallback, **own)
 
 
 async def rotate_key(store: EntityStore, name: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from broker.errors import BadRequest
+from broker.limits import CONCURRENT_INVOCATIONS, FIRES_PER_MINUTE, INVOCATIONS_PER_MINUTE
 
 # OpenWhisk standalone's well-known development key for `guest` (ansible/files/auth.guest).
 GUEST_NAMESPACE = "guest"
@@ -43,6 +44,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_memory_mb: int = 2048
     pool_prewarm: str = "python:1,nodejs:1"
     pool_idle_timeout_s: float = 600.0
+
+    # Per-namespace throttles where a namespace's record sets none (OpenWhisk's 60/30/60). Rates count per
+    # calendar minute in each API or broker process; activations in flight count across all of them.
+    invocations_per_minute: int = INVOCATIONS_PER_MINUTE
+    concurrent_invocations: int = CONCURRENT_INVOCATIONS
+    fires_per_minute: int = FIRES_PER_MINUTE
 
     # Activation retention in MongoDB (TTL index on `expiresAt`).
     activation_retention_days: int = 7

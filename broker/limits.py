@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from broker.entities import ActionLimits, KeyValue
 from broker.errors import BadRequest, PayloadTooLarge
 from broker.namespaces import NamespaceLimits
+
+if TYPE_CHECKING:
+    from broker.config import Settings
 
 MB = 1024 * 1024
 
@@ -27,9 +30,30 @@ RESULT_MAX_BYTES = 1 * MB
 SEQUENCE_MAX_LENGTH = 50
 
 # Per-namespace throttles when the namespace record does not override them (ansible/standalone values).
+# These are the defaults of the settings that a deployment may change (SQUALL_INVOCATIONS_PER_MINUTE, …).
 INVOCATIONS_PER_MINUTE = 60
 CONCURRENT_INVOCATIONS = 30
 FIRES_PER_MINUTE = 60
+
+
+class NamespaceDefaults(msgspec.Struct, frozen=True, kw_only=True):
+    """The system values of the per-namespace throttles: what a namespace gets when its record is silent."""
+
+    invocationsPerMinute: int = INVOCATIONS_PER_MINUTE
+    concurrentInvocations: int = CONCURRENT_INVOCATIONS
+    firesPerMinute: int = FIRES_PER_MINUTE
+
+
+OPENWHISK_DEFAULTS = NamespaceDefaults()
+
+
+def namespace_defaults(settings: Settings) -> NamespaceDefaults:
+    return NamespaceDefaults(
+        invocationsPerMinute=settings.invocations_per_minute,
+        concurrentInvocations=settings.concurrent_invocations,
+        firesPerMinute=settings.fires_per_minute,
+    )
+
 
 # The 400 OpenWhisk answers when a limit fails its `require(...)` while the body is read.
 _MALFORMED = "The request content was malformed:\nrequirement failed: "
@@ -102,12 +126,12 @@ def check_entity_sizes(
             raise too_large(field, size, PARAMETERS_MAX_BYTES)
 
 
-def system_limits_document() -> dict[str, int]:
+def system_limits_document(defaults: NamespaceDefaults = OPENWHISK_DEFAULTS) -> dict[str, int]:
     """The `limits` member of `GET /`: durations in ms, memory and logs in bytes, as OpenWhisk shows them."""
     return {
-        "actions_per_minute": INVOCATIONS_PER_MINUTE,
-        "triggers_per_minute": FIRES_PER_MINUTE,
-        "concurrent_actions": CONCURRENT_INVOCATIONS,
+        "actions_per_minute": defaults.invocationsPerMinute,
+        "triggers_per_minute": defaults.firesPerMinute,
+        "concurrent_actions": defaults.concurrentInvocations,
         "sequence_length": SEQUENCE_MAX_LENGTH,
         "min_action_duration": TIMEOUT_MS[0],
         "max_action_duration": TIMEOUT_MS[1],
@@ -139,13 +163,15 @@ class EffectiveLimits(msgspec.Struct, frozen=True, kw_only=True):
     maxActionInstances: int = CONCURRENT_INVOCATIONS
 
 
-def effective_limits(overrides: NamespaceLimits) -> EffectiveLimits:
+def effective_limits(
+    overrides: NamespaceLimits, defaults: NamespaceDefaults = OPENWHISK_DEFAULTS
+) -> EffectiveLimits:
     """A namespace's limits: its own overrides where set, the system defaults elsewhere."""
-    concurrent = _or(overrides.concurrentInvocations, CONCURRENT_INVOCATIONS)
+    concurrent = _or(overrides.concurrentInvocations, defaults.concurrentInvocations)
     return EffectiveLimits(
-        invocationsPerMinute=_or(overrides.invocationsPerMinute, INVOCATIONS_PER_MINUTE),
+        invocationsPerMinute=_or(overrides.invocationsPerMinute, defaults.invocationsPerMinute),
         concurrentInvocations=concurrent,
-        firesPerMinute=_or(overrides.firesPerMinute, FIRES_PER_MINUTE),
+        firesPerMinute=_or(overrides.firesPerMinute, defaults.firesPerMinute),
         # An action cannot run more instances than its namespace may run activations at once.
         maxActionInstances=concurrent,
     )

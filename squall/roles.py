@@ -11,12 +11,14 @@ import msgspec
 from api.app import create_app
 from api.routes.invoke import InvokeGateway, attach
 from api.server import ApiServer
+from api.throttling import attach_throttles
 from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.key_cache import KeyCache
 from broker.recorder import ActivationRecorder
+from broker.throttles import Throttles
 from runtimes.invoker import invoker_role
 
 ROLES = ("api", "broker", "invoker", "feeds")
@@ -53,10 +55,15 @@ class Backbone:
 
 @contextlib.asynccontextmanager
 async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiServer]:
-    # The gateway and the key cache outlive the server on both ends: no request may find them missing.
-    async with InvokeGateway(backbone.bus) as gateway, KeyCache(backbone.bus, backbone.store) as keys:
+    # The gateway, key cache and throttles outlive the server on both ends: no request may find them missing.
+    async with (
+        InvokeGateway(backbone.bus) as gateway,
+        KeyCache(backbone.bus, backbone.store) as keys,
+        Throttles(backbone.bus, backbone.store, settings) as throttles,
+    ):
         app = create_app(settings, backbone.store, backbone.activations, keys)
         attach(app, gateway)
+        attach_throttles(app, throttles)
         async with ApiServer(
             app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
         ) as api:

@@ -17,12 +17,19 @@ from rich.console import Console
 from broker.admin import ensure_namespace
 from broker.config import GUEST_KEY, Settings
 from broker.errors import Unavailable
+from broker.namespaces import NamespaceLimits
 from squall import roles, runtime_file
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.podman_service import PodmanService
 from squall.runtime_file import RuntimeInfo
 
 log = logging.getLogger("squall.standalone")
+
+# As in OpenWhisk standalone, the development namespace is never the one throttled by a benchmark or a test loop.
+# Set on boot where the guest record leaves a limit unset; a value an operator set (`squall admin`) stays.
+GUEST_LIMITS = NamespaceLimits(
+    invocationsPerMinute=1_000_000, concurrentInvocations=10_000, firesPerMinute=1_000_000
+)
 
 
 @contextlib.contextmanager
@@ -56,7 +63,9 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             await stack.enter_async_context(PodmanService(settings))
 
             backbone = await stack.enter_async_context(roles.Backbone(settings))
-            await ensure_namespace(backbone.store, settings.guest_namespace, settings.guest_key)
+            await ensure_namespace(
+                backbone.store, settings.guest_namespace, settings.guest_key, limits=GUEST_LIMITS
+            )
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             # The invoker first, so that the API never answers 503 "no invokers" during boot; actions are told
             # the API's address (`__OW_API_HOST`) from the settings.

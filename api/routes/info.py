@@ -7,9 +7,10 @@ from importlib.metadata import PackageNotFoundError, version
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from api.context import JSON
+from api.context import JSON, services
 from api.routing import ApiRoute, Operation
 from broker import kinds, limits
+from broker.config import Settings
 
 
 def build_version() -> str:
@@ -31,13 +32,13 @@ def api_info() -> dict[str, object]:
     }
 
 
-def system_info() -> dict[str, object]:
-    # Limits and runtimes come from the same catalog the API enforces, so this document cannot drift.
+def system_info(settings: Settings) -> dict[str, object]:
+    # Limits and runtimes come from the same catalog and settings the API enforces, so this cannot drift.
     return {
         "description": "Squall: an OpenWhisk-compatible serverless event platform",
         "support": {"github": "squall", "slack": ""},
         "api_paths": ["/api/v1"],
-        "limits": limits.system_limits_document(),
+        "limits": limits.system_limits_document(limits.namespace_defaults(settings)),
         "runtimes": kinds.runtimes_document(),
     }
 
@@ -47,7 +48,7 @@ async def get_api_info(request: Request) -> Response:
 
 
 async def get_system_info(request: Request) -> Response:
-    return JSON(system_info())
+    return JSON(system_info(services(request).settings))
 
 
 async def ping(request: Request) -> Response:

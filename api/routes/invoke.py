@@ -23,6 +23,7 @@ from api.context import JSON, authenticated, services
 from api.request_id import request_id_of
 from api.routes.packages import resolve_package
 from api.routing import Operation, Param, route
+from api.throttling import throttles_of
 from broker import codec, kinds, params, subjects
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.bus import JetStreamBus
@@ -288,7 +289,7 @@ class ActivationIdBody(msgspec.Struct, frozen=True, kw_only=True):
         # array); one schema cannot say both, so neither is constrained.
         response=Any,
         other_responses={202: ActivationIdBody, 502: Any},
-        errors=(400, 403, 404, 413, 503),
+        errors=(400, 403, 404, 413, 429, 503),
     ),
 )
 @authenticated
@@ -301,6 +302,8 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     action = target.action
     if action.exec.kind != kinds.SEQUENCE and kinds.runtime_of(action.exec.kind) is None:
         raise BadRequest(runtime_deprecated(action.exec.kind))
+    # The caller's namespace pays, as in OpenWhisk; a sequence counts once, its components not at all.
+    await throttles_of(request).check_invoke(identity.namespace)
     invocation = Invocation(
         activationId=new_activation_id(),
         namespace=identity.namespace,

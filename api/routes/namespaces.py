@@ -9,7 +9,7 @@ from api.auth import Identity
 from api.context import JSON, authenticated, services
 from api.routing import Operation, route
 from broker.errors import NotFound
-from broker.limits import EffectiveLimits, effective_limits
+from broker.limits import EffectiveLimits, effective_limits, namespace_defaults
 from broker.namespaces import NamespaceLimits
 
 TAG = "Namespaces"
@@ -39,12 +39,13 @@ async def list_namespaces(request: Request, identity: Identity) -> Response:
 @authenticated
 async def get_limits(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
+    svc = services(request)
     try:
-        overrides = (await services(request).store.get_namespace(namespace)).limits
+        overrides = (await svc.store.get_namespace(namespace)).limits
     except NotFound:
         # A key whose namespace record is missing (e.g. imported by hand) still gets the system limits.
         overrides = NamespaceLimits()
-    return JSON(effective_limits(overrides))
+    return JSON(effective_limits(overrides, namespace_defaults(svc.settings)))
 
 
 routes = [list_namespaces, get_limits]

@@ -66,3 +66,24 @@ def test_bad_values_are_bad_requests(var: str, value: str) -> None:
 def test_path_overrides_from_the_cli_are_accepted(tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path / "x")
     assert settings.data_dir == tmp_path / "x"
+
+
+def test_namespace_throttles_default_to_openwhisk_values_and_read_the_environment() -> None:
+    plain = Settings.from_env({})
+    assert (plain.invocations_per_minute, plain.concurrent_invocations, plain.fires_per_minute) == (
+        60,
+        30,
+        60,
+    )
+    settings = Settings.from_env(
+        {
+            "SQUALL_INVOCATIONS_PER_MINUTE": "600",
+            "SQUALL_CONCURRENT_INVOCATIONS": "100",
+            "SQUALL_FIRES_PER_MINUTE": "120",
+        }
+    )
+    assert (settings.invocations_per_minute, settings.concurrent_invocations, settings.fires_per_minute) == (
+        600,
+        100,
+        120,
+    )

@@ -1,0 +1,260 @@
+"""Per-namespace throttles as OpenWhisk applies them: invocations and fires per minute, activations in flight.
+
+Rates count in this process only, as OpenWhisk counts per controller: N API processes let a namespace make up
+to N times its `invocationsPerMinute` (OpenWhisk divides the limit by the number of controllers instead; Squall's
+processes do not know how many of them run). The rule engine, in the broker process, keeps counts of its own
+for the invocations its rules make.
+
+Activations in flight count across every process: the INVOKE stream is a work queue that keeps each invocation
+until an invoker acks it after the run, so the messages under `invoke.<ns>.>` are exactly the namespace's
+queued and running activations. (They are filed under the namespace that owns the action, so an invocation of
+another namespace's shared action counts against that owner's, where OpenWhisk would count the caller.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+from broker import subjects
+from broker.bus import JetStreamBus, translate
+from broker.config import Settings
+from broker.entity_store import EntityStore
+from broker.errors import NotFound, Throttled
+from broker.kv_cache import KvCache
+from broker.limits import EffectiveLimits, effective_limits, namespace_defaults
+from broker.namespaces import Namespace
+
+INVOKE: Final = "invoke"
+FIRE: Final = "fire"
+
+# How long a reading of the INVOKE stream stands in for the truth. Activations admitted since are added to it;
+# those that finished since are not taken off, so a reading is read again before it is allowed to refuse.
+IN_FLIGHT_TTL_S: Final = 0.2
+_MAX_READINGS = 10_000
+
+
+# -- the pure decisions ------------------------------------------------------------------------------------
+
+
+def too_many_per_minute(count: int, allowed: int) -> str | None:
+    """OpenWhisk's 429 for a rate, where `count` includes the request being decided; None when it may pass."""
+    if count <= allowed:
+        return None
+    return f"Too many requests in the last minute (count: {count}, allowed: {allowed})."
+
+
+def too_many_in_flight(in_flight: int, allowed: int, adding: int = 1) -> str | None:
+    """OpenWhisk's 429 for concurrency, where `in_flight` excludes the `adding` activations being decided."""
+    if in_flight + adding <= allowed:
+        return None
+    return f"Too many concurrent requests in flight (count: {in_flight}, allowed: {allowed})."
+
+
+class MinuteCounter:
+    """Counts per key within the current calendar minute of `clock` (epoch seconds), as OpenWhisk's
+    RateThrottler: the count restarts at 0 when the minute turns, not a minute after the first request.
+
+    Refused requests count too (OpenWhisk's do), so a caller hammering past its limit stays refused until the
+    minute turns.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._minute = -1
+        self._counts: dict[Hashable, int] = {}
+
+    def add(self, key: Hashable, n: int = 1) -> int:
+        """Count `n` for `key` and return its count in the current minute, those `n` included."""
+        minute = int(self._clock() // 60)
+        if minute != self._minute:
+            # Every key counted so far belongs to a minute that is over: nothing else to expire.
+            self._minute = minute
+            self._counts.clear()
+        count = self._counts.get(key, 0) + n
+        self._counts[key] = count
+        return count
+
+
+# -- activations in flight -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Reading:
+    count: int  # what the stream held when read
+    read_at: float  # monotonic time the read started
+    admitted: int = 0  # admitted by this process since, which the read may not have seen
+
+
+class InFlightGauge:
+    """Decides `concurrentInvocations` from readings of the INVOKE stream, kept for `ttl_s`.
+
+    `read(None)` counts every message in the stream, `read(ns)` those of one namespace. The whole-stream
+    reading is the cheap test: one read per `ttl_s` for the whole process, and while the stream holds fewer
+    messages than a namespace may have in flight (say `guest` in standalone, or any namespace on a quiet
+    system), that namespace cannot be over its limit and its own count is never read. Otherwise the namespace's
+    reading decides; one that would refuse after admitting activations is read again first (those may have
+    finished), so a refusal never rests on this process's own estimate. Concurrent reads of one key share one
+    request.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[str | None], Awaitable[int]],
+        *,
+        ttl_s: float = IN_FLIGHT_TTL_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self.ttl_s = ttl_s
+        self._monotonic = monotonic
+        self._readings: dict[str | None, _Reading] = {}
+        self._reading_now: dict[str | None, asyncio.Future[_Reading]] = {}
+
+    async def admit(self, namespace: str, allowed: int, count: int = 1) -> str | None:
+        """Admit `count` activations of `namespace` (counted until the next reading), or say why not."""
+        whole = await self._reading(None)
+        if too_many_in_flight(whole.count + whole.admitted, allowed, count) is None:
+            self._count_admitted(namespace, count)
+            return None
+        own = await self._reading(namespace)
+        refusal = too_many_in_flight(own.count + own.admitted, allowed, count)
+        if refusal is not None and own.admitted:
+            own = await self._reading(namespace, again=True)
+            refusal = too_many_in_flight(own.count + own.admitted, allowed, count)
+        if refusal is None:
+            self._count_admitted(namespace, count)
+        return refusal
+
+    def _count_admitted(self, namespace: str, count: int) -> None:
+        for key in (None, namespace):
+            reading = self._readings.get(key)
+            if reading is not None:
+                reading.admitted += count
+
+    async def _reading(self, key: str | None, *, again: bool = False) -> _Reading:
+        reading = self._readings.get(key)
+        if reading is not None and not again and self._monotonic() - reading.read_at < self.ttl_s:
+            return reading
+        # One read in flight per key: it started after the reading it replaces ended, so it serves `again` too.
+        pending = self._reading_now.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_into(key))
+            self._reading_now[key] = pending
+            pending.add_done_callback(lambda done: self._read_done(key, done))
+        # Shielded: a waiter cancelled (its client gone) must not cancel the read the others wait for.
+        return await asyncio.shield(pending)
+
+    def _read_done(self, key: str | None, done: asyncio.Future[_Reading]) -> None:
+        self._reading_now.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every waiter was cancelled
+
+    async def _read_into(self, key: str | None) -> _Reading:
+        before = self._readings.get(key)
+        admitted_before = before.admitted if before is not None else 0
+        started = self._monotonic()
+        count = await self._read(key)
+        # Activations admitted while the read was on its way may be missing from it: keep them counted.
+        admitted_during = before.admitted - admitted_before if before is not None else 0
+        reading = _Reading(count=count, read_at=started, admitted=admitted_during)
+        if len(self._readings) >= _MAX_READINGS:
+            self._readings.clear()  # crude, and rare: each namespace costs one read to come back
+        self._readings[key] = reading
+        return reading
+
+
+def invoke_filter(namespace: str) -> str:
+    """The INVOKE subjects of every action of `namespace`."""
+    return f"{subjects.INVOKE_SUBJECTS.removesuffix('>')}{subjects.token(namespace)}.>"
+
+
+# -- the component ---------------------------------------------------------------------------------------------
+
+
+class Throttles:
+    """The three per-namespace throttles; `async with Throttles(bus, store, settings) as throttles`.
+
+    Limits come from the namespace's record (read through a KV cache that the record's writes invalidate), the
+    settings' system values where it sets none. Checks in OpenWhisk's order: the rate first, counted even when
+    concurrency then refuses.
+    """
+
+    def __init__(
+        self,
+        bus: JetStreamBus,
+        store: EntityStore,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        in_flight_ttl_s: float = IN_FLIGHT_TTL_S,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.defaults = namespace_defaults(settings)
+        self._minutes = MinuteCounter(clock)
+        self._in_flight = InFlightGauge(self._count_in_flight, ttl_s=in_flight_ttl_s)
+        self._namespaces: KvCache[Namespace] = KvCache(bus, subjects.NAMESPACES_BUCKET)
+
+    async def __aenter__(self) -> Throttles:
+        await self._namespaces.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._namespaces.__aexit__(exc_type, exc, tb)
+
+    async def limits_of(self, namespace: str) -> EffectiveLimits:
+        async def load() -> Namespace:
+            try:
+                return await self.store.get_namespace(namespace)
+            except NotFound:
+                # A key whose namespace record is missing gets the system values (as `GET …/limits` shows).
+                # Kept like a record: writing one invalidates it, and only authenticated names get here.
+                return Namespace(name=namespace)
+
+        record = await self._namespaces.get(subjects.token(namespace), load)
+        assert record is not None  # load answers or raises
+        return effective_limits(record.limits, self.defaults)
+
+    async def check_fire(self, namespace: str) -> None:
+        """Count one trigger fire; Throttled (429) past the namespace's `firesPerMinute`."""
+        limits = await self.limits_of(namespace)
+        refusal = too_many_per_minute(self._minutes.add((FIRE, namespace)), limits.firesPerMinute)
+        if refusal is not None:
+            raise Throttled(refusal)
+
+    async def check_invoke(self, namespace: str, count: int = 1) -> None:
+        """Count `count` activations; Throttled (429) past `invocationsPerMinute` or `concurrentInvocations`."""
+        refusal = await self._admit(namespace, count)
+        if refusal is not None:
+            raise Throttled(refusal)
+
+    async def admit_invocation(self, namespace: str) -> str | None:
+        """`check_invoke` for one activation that answers the 429 message instead of raising it."""
+        return await self._admit(namespace, 1)
+
+    async def _admit(self, namespace: str, count: int) -> str | None:
+        limits = await self.limits_of(namespace)
+        per_minute = self._minutes.add((INVOKE, namespace), count)
+        refusal = too_many_per_minute(per_minute, limits.invocationsPerMinute)
+        if refusal is None:
+            refusal = await self._in_flight.admit(namespace, limits.concurrentInvocations, count)
+        return refusal
+
+    async def _count_in_flight(self, namespace: str | None) -> int:
+        """Messages in the INVOKE stream: all of them, or those of one namespace."""
+        filter_ = None if namespace is None else invoke_filter(namespace)
+        try:
+            info = await self.bus.js.stream_info(subjects.INVOKE_STREAM, subjects_filter=filter_)
+        except Exception as exc:
+            raise translate(exc, "counting the activations in flight") from None
+        if namespace is None:
+            return info.state.messages
+        # One entry per action with messages (the server pages past 100,000 subjects; no namespace has those).
+        return sum((info.state.subjects or {}).values())
