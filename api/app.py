@@ -12,6 +12,7 @@ from api.middleware import RequestIdMiddleware
 from api.routes import (
     actions,
     activations,
+    deadletters,
     info,
     invoke,
     invokers,
@@ -35,6 +36,7 @@ ROUTES: list[BaseRoute] = [
     *triggers.routes,
     *rules.routes,
     *activations.routes,
+    *deadletters.routes,
     *openapi.routes,
 ]
 

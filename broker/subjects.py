@@ -65,8 +65,10 @@ def activation_subject(namespace: str, name: str) -> str:
     return f"activation.{token(namespace)}.{token(name)}"
 
 
-def deadletter_subject(namespace: str, name: str) -> str:
-    return f"deadletter.{token(namespace)}.{token(name)}"
+def deadletter_subject(namespace: str, letter_id: str | None = None) -> str:
+    """`deadletter.<ns>.<id>`: one dead letter, by its first attempt's activation id (broker/dead_letters.py);
+    without an id, the filter of every letter of the namespace."""
+    return f"deadletter.{token(namespace)}.{'*' if letter_id is None else token(letter_id)}"
 
 
 def entity_key(namespace: str, name: str) -> str:

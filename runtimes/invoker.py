@@ -1,4 +1,11 @@
-"""The invoker agent: pulls invocations from JetStream, runs them in the container pool, publishes their records."""
+"""The invoker agent: pulls invocations from JetStream, runs them in the container pool, publishes their records.
+
+Retries (a Squall addition): an invocation with a retry policy (rule-fired) that fails as its policy retries
+is not run again here. Its attempt's record is published and the message is nak'ed with the backoff as delay,
+so JetStream itself redelivers it when the wait is over: no invoker holds it meanwhile, and a drain or a crash
+loses nothing. The attempt number is the delivery count, so a redelivery after a crash or a drain counts as an
+attempt too. A failure that is not retried goes to the DEADLETTER stream (broker/dead_letters.py).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ from broker.action_refs import ResolvedAction
 from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
 from broker.bus import JetStreamBus, translate
 from broker.config import Settings
-from broker.entities import ACTIONS, Action, split_namespace
+from broker.dead_letters import DeadLetters, after_attempt, dead_letter
+from broker.entities import ACTIONS, Action, KeyValue, split_namespace
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import NotFound, SquallError, WrongCollection
@@ -38,6 +46,8 @@ from broker.health import (
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
 from broker.kinds import SEQUENCE
 from broker.limits import MB
+from broker.retry_policy import delay_ms
+from broker.trigger_events import attempt_activation_id
 from runtimes import activation_result as results
 from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
 from runtimes.sequences import SequenceRunner
@@ -49,6 +59,10 @@ ACK_WAIT_S: Final = 10.0  # a silent invoker's work goes to another after this (
 PULL_EXPIRES_S: Final = 5.0  # pull requests are renewed this often (one lost in a reconnect is forgotten)
 MAX_ATTEMPTS: Final = 5  # deliveries of one invocation before it is recorded as failed instead of run again
 GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
+GAVE_UP_RETRYING: Final = (
+    "The invocation could not be completed: it was delivered {n} times, more than its retry policy's "
+    "attempts and the invoker stops that are tolerated."
+)
 
 
 class Pool(Protocol):
@@ -131,6 +145,37 @@ def _ow_env(run: RunPayload) -> dict[str, str]:
     return {f"__OW_{k.upper()}": str(v) for k, v in fields.items() if k != "value" and v is not None}
 
 
+def poison_limit(invocation: Invocation) -> int:
+    """The delivery that is recorded as failed instead of run: a retry policy's own attempts are deliveries
+    too, so they come on top of the crashes the invoker tolerates."""
+    retries = invocation.retry.attempts - 1 if invocation.retry is not None else 0
+    return MAX_ATTEMPTS + retries
+
+
+def gave_up(invocation: Invocation, delivery: int) -> str:
+    if invocation.retry is None:
+        return GAVE_UP.format(n=delivery - 1)
+    return GAVE_UP_RETRYING.format(n=delivery - 1)
+
+
+def as_attempt(invocation: Invocation, attempt: int) -> Invocation:
+    """The invocation as attempt number `attempt` runs it: under that attempt's own activation id."""
+    aid = attempt_activation_id(invocation.activationId, attempt)
+    return (
+        invocation
+        if aid == invocation.activationId
+        else msgspec.structs.replace(invocation, activationId=aid)
+    )
+
+
+def mark_attempt(record: Activation, attempt: int, first_id: str) -> Activation:
+    """A retry's record says which attempt it was and which run it retries (`cause` stays the trigger's)."""
+    if attempt <= 1:
+        return record
+    notes = [KeyValue(key="attempt", value=attempt), KeyValue(key="retryOf", value=first_id)]
+    return msgspec.structs.replace(record, annotations=[*record.annotations, *notes])
+
+
 def default_invoker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -190,6 +235,7 @@ class InvokerAgent:
         )
         self._cache = EntityCache(bus, store)
         self._sequences = SequenceRunner(self._cache, self._execute, self._publish)
+        self._dead_letters = DeadLetters(bus)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -338,9 +384,12 @@ class InvokerAgent:
                 await msg.term()
                 return
             result_to = msg.headers.get(RESULT_HEADER) if msg.headers else None
-            record = await self._process(invocation, msg.metadata.num_delivered)
-            await self._publish(record, result_to)
-            await msg.ack()
+            if invocation.retry is not None:
+                await self._attempt(msg, invocation, result_to)
+            else:
+                record = await self._process(invocation, msg.metadata.num_delivered)
+                await self._publish(record, result_to)
+                await msg.ack()
             self.completed += 1
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
@@ -355,16 +404,38 @@ class InvokerAgent:
             if not self._stopping:
                 await self._top_up()
 
-    async def _process(self, invocation: Invocation, attempt: int) -> Activation:
+    async def _attempt(self, msg: Msg, invocation: Invocation, result_to: str | None) -> None:
+        """One attempt of an invocation with a retry policy: its record, then a retry, a dead letter or done."""
+        assert invocation.retry is not None
+        attempt = msg.metadata.num_delivered
+        first_id = invocation.activationId
+        record = await self._process(as_attempt(invocation, attempt), attempt, poison_limit(invocation))
+        record = mark_attempt(record, attempt, first_id)
+        verdict = after_attempt(invocation.retry, record.response.status, attempt)
+        if verdict == "retry":
+            await self._publish(record)
+            # JetStream keeps the message and redelivers it after the backoff; until then it is nobody's.
+            await msg.nak(delay=delay_ms(invocation.retry, attempt) / 1000)
+            return
+        await self._publish(record, result_to)
+        if verdict == "dead-letter":
+            queued = int(msg.metadata.timestamp.timestamp() * 1000)
+            first_failed = (record.end or record.start) if attempt == 1 else queued
+            await self._dead_letters.publish(dead_letter(invocation, record, attempt, first_failed))
+        await msg.ack()
+
+    async def _process(
+        self, invocation: Invocation, delivery: int, poison_at: int = MAX_ATTEMPTS
+    ) -> Activation:
         """The record of one invocation: a run, a sequence, or the reason it could not run."""
         root, path = _split_action(invocation.action)
         name = path.rpartition("/")[2]
-        if attempt >= MAX_ATTEMPTS:
+        if delivery >= poison_at:
             return results.internal_error(
                 invocation,
                 name=name,
                 path=invocation.action,
-                message=GAVE_UP.format(n=attempt - 1),
+                message=gave_up(invocation, delivery),
                 now=now_ms(),
             )
         try:

@@ -55,6 +55,7 @@ def test_subject_builders_keep_one_token_per_part() -> None:
     assert subjects.trigger_subject("ns", "my.trigger") == "trigger.ns.my=2Etrigger"
     assert subjects.invoke_subject("ns", "pkg/a").split(".") == ["invoke", "ns", "pkg=2Fa"]
     assert subjects.activation_subject("a b", "c").split(".") == ["activation", "a=20b", "c"]
-    assert subjects.deadletter_subject("ns", "x").startswith("deadletter.")
+    assert subjects.deadletter_subject("a b", "0f" * 16).split(".") == ["deadletter", "a=20b", "0f" * 16]
+    assert subjects.deadletter_subject("a b") == "deadletter.a=20b.*"  # every letter of the namespace
     assert subjects.entity_key("ns", "pkg/a") == "ns.pkg=2Fa"
     assert subjects.namespace_prefix("my ns") == "my=20ns.>"

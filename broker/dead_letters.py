@@ -1,0 +1,289 @@
+"""Dead letters (a Squall addition): rule-fired runs that failed for good, kept on DEADLETTER until redriven.
+
+A run with a retry policy that still fails on its last attempt (or fails with a status its policy does not
+retry) becomes one `DeadLetter` at `deadletter.<ns>.<id>`, where `id` is its first attempt's activation id
+and the msg id is `dl-<id>`, so the invoker re-publishing it after a crash stores nothing new. The stream
+never ages out: a letter waits until someone redrives, deletes or purges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import re
+from typing import Any, Final, Literal
+
+import msgspec
+from nats.js import api
+
+from broker import codec, subjects
+from broker.activations import SUCCESS, Activation
+from broker.bus import JetStreamBus, translate
+from broker.errors import BadRequest, InternalError, NotFound
+from broker.invocations import Invocation
+from broker.retry_policy import RetryPolicy, should_retry
+from broker.trigger_events import attempt_activation_id
+
+# A redrive's activation id is derived from the letter's id with an attempt number no retry policy reaches,
+# so a repeated redrive request publishes the same invocation again (JetStream's duplicate window drops it).
+REDRIVE_ATTEMPT: Final = 1001
+# The error text kept in a letter: enough to see what went wrong; the attempt's record has all of it.
+REASON_MAX_CHARS: Final = 4096
+_SCAN_BATCH: Final = 256
+_SCAN_CONSUMER_TTL_S: Final = 5.0
+_LETTER_ID = re.compile(r"[0-9a-f]{32}")
+
+Verdict = Literal["done", "retry", "dead-letter"]
+
+
+class FailureReason(msgspec.Struct, frozen=True, kw_only=True):
+    """Why the last attempt failed: its record's `response.status` and the `error` of its result."""
+
+    status: str
+    error: str
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A run that failed for good, with what it takes to run it again (`invocation`)."""
+
+    id: str  # the first attempt's activation id
+    namespace: str  # where the activation records are (the invoking namespace)
+    action: str  # "ns/[pkg/]name"
+    rule: str | None = None  # "ns/rule"
+    trigger: str | None = None  # "ns/trigger"
+    cause: str | None = None  # the trigger activation id
+    reason: FailureReason
+    attempts: int
+    activationIds: list[str]  # of every attempt, first to last
+    invocation: Invocation  # as first published: a redrive republishes it under a new activation id
+    firstFailed: int  # epoch ms; see `dead_letter` for how exact it is
+    lastFailed: int  # epoch ms
+    paramsDropped: bool = False  # the parameters did not fit in a NATS message beside the rest
+
+
+class LetterRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one letter is in the stream (an index entry of a listing)."""
+
+    seq: int
+    subject: str
+
+
+# -- pure decisions ---------------------------------------------------------------------------------------
+
+
+def after_attempt(policy: RetryPolicy | None, status: str, attempt: int) -> Verdict:
+    """What follows attempt number `attempt` (1-based) that ended in `status`.
+
+    Without a policy nothing follows (OpenWhisk's semantics: the failed record is all). With one, a failure
+    is retried while the policy says so; a failure that is not retried, whether its attempts are spent or its
+    status is not in `on`, is dead-lettered: the policy is how a rule asks that no failure go unnoticed.
+    """
+    if policy is None or status == SUCCESS:
+        return "done"
+    return "retry" if should_retry(policy, status, attempt) else "dead-letter"
+
+
+def attempt_ids(first_id: str, attempts: int) -> list[str]:
+    return [attempt_activation_id(first_id, n) for n in range(1, max(1, attempts) + 1)]
+
+
+def failure_reason(record: Activation) -> FailureReason:
+    result = record.response.result
+    error: Any = result.get("error") if isinstance(result, dict) else result
+    text = error if isinstance(error, str) else codec.encode(error).decode()
+    return FailureReason(status=record.response.status, error=text[:REASON_MAX_CHARS])
+
+
+def dead_letter(invocation: Invocation, record: Activation, attempts: int, first_failed: int) -> DeadLetter:
+    """The letter of `invocation` (as first published), whose attempt number `attempts` ended in `record`.
+
+    The invoker learns of earlier attempts only through the redelivery count, so `first_failed` is what it
+    can know: the end of the first attempt when that is the last one, else when the invocation was queued.
+    """
+    last_failed = record.end or record.start
+    return DeadLetter(
+        id=invocation.activationId,
+        namespace=invocation.namespace,
+        action=invocation.action,
+        rule=invocation.rule,
+        trigger=invocation.trigger,
+        cause=invocation.cause,
+        reason=failure_reason(record),
+        attempts=attempts,
+        activationIds=attempt_ids(invocation.activationId, attempts),
+        invocation=invocation,
+        firstFailed=min(first_failed, last_failed),
+        lastFailed=last_failed,
+    )
+
+
+def fit(letter: DeadLetter, max_bytes: int) -> DeadLetter:
+    """A letter small enough for one NATS message: the parameters go first, and the letter says so."""
+    if len(codec.encode(letter)) <= max_bytes:
+        return letter
+    return msgspec.structs.replace(
+        letter, invocation=msgspec.structs.replace(letter.invocation, params={}), paramsDropped=True
+    )
+
+
+def redrive_id(letter_id: str) -> str:
+    return attempt_activation_id(letter_id, REDRIVE_ATTEMPT)
+
+
+def redrive_invocation(letter: DeadLetter, now: int) -> Invocation:
+    """The invocation a redrive publishes: the original one, with a new activation id and acceptance time."""
+    return msgspec.structs.replace(letter.invocation, activationId=redrive_id(letter.id), published=now)
+
+
+def public(letter: DeadLetter) -> DeadLetter:
+    """A letter as the API shows it: without the caller's API key that the invocation may carry."""
+    if letter.invocation.api_key is None:
+        return letter
+    return msgspec.structs.replace(
+        letter, invocation=msgspec.structs.replace(letter.invocation, api_key=None)
+    )
+
+
+def validate_letter_id(value: str) -> str:
+    if not _LETTER_ID.fullmatch(value):
+        raise BadRequest(
+            f"The dead letter id '{value[:64]}' is not valid: it must be 32 lowercase hexadecimal characters."
+        )
+    return value
+
+
+def msg_id(letter_id: str) -> str:
+    return f"dl-{letter_id}"
+
+
+def namespace_filter(namespace: str) -> str:
+    """Every letter of one namespace: `deadletter.<ns>.*`."""
+    return subjects.deadletter_subject(namespace)
+
+
+# -- the stream ------------------------------------------------------------------------------------------
+
+
+class DeadLetters:
+    """The DEADLETTER stream of a bus: publish, list, read, delete, purge and redrive letters."""
+
+    def __init__(self, bus: JetStreamBus) -> None:
+        self.bus = bus
+
+    async def publish(self, letter: DeadLetter) -> None:
+        letter = fit(letter, self.bus.nc.max_payload)
+        subject = subjects.deadletter_subject(letter.namespace, letter.id)
+        await self.bus.publish(subject, codec.encode(letter), msg_id=msg_id(letter.id))
+
+    async def get(self, namespace: str, letter_id: str) -> DeadLetter:
+        subject = subjects.deadletter_subject(namespace, validate_letter_id(letter_id))
+        try:
+            raw = await self.bus.js.get_last_msg(subjects.DEADLETTER_STREAM, subject)
+        except Exception as exc:
+            raise translate(exc, f"reading dead letter {letter_id}") from None
+        return _decode(raw.data, subject)
+
+    async def list(self, namespace: str, *, skip: int = 0, limit: int = 30) -> builtins.list[DeadLetter]:
+        """A namespace's letters, newest first."""
+        refs = sorted(await self._index(namespace), key=lambda r: r.seq, reverse=True)
+        page = refs[skip : skip + limit]
+        letters = await asyncio.gather(*(self._read(ref) for ref in page))
+        return [letter for letter in letters if letter is not None]  # None: deleted meanwhile
+
+    async def count(self, namespace: str) -> int:
+        try:
+            info = await self.bus.js.stream_info(
+                subjects.DEADLETTER_STREAM, subjects_filter=namespace_filter(namespace)
+            )
+        except Exception as exc:
+            raise translate(exc, "counting dead letters") from None
+        return len(info.state.subjects or {})
+
+    async def delete(self, namespace: str, letter_id: str) -> DeadLetter:
+        """Remove one letter; answers it as it was."""
+        letter = await self.get(namespace, letter_id)
+        await self._purge(subjects.deadletter_subject(namespace, letter_id))
+        return letter
+
+    async def purge(self, namespace: str) -> int:
+        """Remove every letter of a namespace; answers how many there were. A letter that arrives while this
+        runs is kept: the purge stops at the last one it counted."""
+        refs = await self._index(namespace)
+        if refs:
+            await self._purge(namespace_filter(namespace), upto=max(r.seq for r in refs))
+        return len(refs)
+
+    async def redrive(self, namespace: str, letter_id: str, now: int) -> str:
+        """Publish the letter's invocation again under a new activation id, then drop the letter.
+
+        The letter goes only once the invocation is stored, and the new id is derived from the letter's, so
+        a redrive that fails half-way can simply be repeated.
+        """
+        letter = await self.get(namespace, letter_id)
+        invocation = redrive_invocation(letter, now)
+        target, _, path = invocation.action.partition("/")
+        await self.bus.publish(
+            subjects.invoke_subject(target, path), codec.encode(invocation), msg_id=invocation.activationId
+        )
+        await self._purge(subjects.deadletter_subject(namespace, letter_id))
+        return invocation.activationId
+
+    # -- reading the stream ------------------------------------------------------------------------------
+
+    async def _read(self, ref: LetterRef) -> DeadLetter | None:
+        try:
+            raw = await self.bus.js.get_msg(subjects.DEADLETTER_STREAM, ref.seq)
+        except Exception as exc:
+            error = translate(exc, "reading a dead letter")
+            if isinstance(error, NotFound):
+                return None
+            raise error from None
+        return _decode(raw.data, ref.subject)
+
+    async def _index(self, namespace: str) -> builtins.list[LetterRef]:
+        """Where each letter of a namespace is, read in one consumer pass over headers only: a listing
+        decodes just the page it answers."""
+        js, stream = self.bus.js, subjects.DEADLETTER_STREAM
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=api.AckPolicy.NONE,
+            headers_only=True,
+            mem_storage=True,
+            inactive_threshold=_SCAN_CONSUMER_TTL_S,
+        )
+        refs: builtins.list[LetterRef] = []
+        try:
+            # A pull consumer delivers nothing until asked: its pending count right after creation is exact.
+            sub = await js.pull_subscribe(namespace_filter(namespace), stream=stream, config=config)
+            info = await sub.consumer_info()
+            try:
+                remaining = info.num_pending or 0
+                while remaining > 0:
+                    batch = await sub.fetch(min(remaining, _SCAN_BATCH), timeout=self.bus.request_timeout)
+                    for msg in batch:
+                        remaining = msg.metadata.num_pending
+                        refs.append(LetterRef(seq=msg.metadata.sequence.stream, subject=msg.subject))
+            finally:
+                await sub.unsubscribe()
+                with contextlib.suppress(Exception):  # the inactivity threshold removes it anyway
+                    await js.delete_consumer(stream, info.name)
+        except Exception as exc:
+            raise translate(exc, "listing dead letters") from None
+        return refs
+
+    async def _purge(self, subject: str, upto: int | None = None) -> None:
+        try:
+            # JetStream's purge keeps messages from `seq` on: one past the last counted purges all of them.
+            await self.bus.js.purge_stream(
+                subjects.DEADLETTER_STREAM, subject=subject, seq=None if upto is None else upto + 1
+            )
+        except Exception as exc:
+            raise translate(exc, f"purging {subject}") from None
+
+
+def _decode(data: bytes | None, subject: str) -> DeadLetter:
+    try:
+        return codec.decode(data or b"", DeadLetter)
+    except BadRequest as exc:
+        raise InternalError(f"unreadable dead letter at {subject}: {exc.message}") from None
