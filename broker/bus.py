@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
@@ -235,7 +236,9 @@ class JetStreamBus:
                     fut.set_exception(Unavailable("publish not acknowledged before shutdown"))
             self._acks.clear()
             if not nc.is_closed:
-                await nc.close()
+                # A server that went away meanwhile leaves nothing to flush: closing must not fail on it.
+                with contextlib.suppress(ConnectionError, nats.errors.Error):
+                    await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc

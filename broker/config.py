@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Loop protection: an event caused by this many action-caused events in a row is refused.
     max_hops: int = 10
+    # How long a broker consumer (rule engine, recorder) may hold a message unacknowledged before JetStream
+    # hands it to another replica: the delay before the work of a crashed broker is picked up again.
+    broker_ack_wait_s: float = 10.0
 
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0

@@ -32,10 +32,18 @@ class ActivationRecorder:
     `activationId` makes the redelivered records no-ops.
     """
 
-    def __init__(self, bus: JetStreamBus, store: ActivationStore, *, drain_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        bus: JetStreamBus,
+        store: ActivationStore,
+        *,
+        drain_timeout_s: float = 5.0,
+        ack_wait_s: float = 30.0,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.drain_timeout_s = drain_timeout_s
+        self.ack_wait_s = ack_wait_s
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._decoder = msgspec.json.Decoder(Activation)
@@ -49,7 +57,7 @@ class ActivationRecorder:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
+                ack_wait=self.ack_wait_s,
                 max_ack_pending=BATCH * 8,
             ),
         )

@@ -316,6 +316,6 @@ async def ensure_consumer(bus: JetStreamBus, settings: Settings) -> None:
         await bus.js.consumer_info(subjects.TRIGGERS_STREAM, DURABLE)
         return
     try:
-        await bus.js.add_consumer(subjects.TRIGGERS_STREAM, consumer_config(settings.rule_engine_ack_wait_s))
+        await bus.js.add_consumer(subjects.TRIGGERS_STREAM, consumer_config(settings.broker_ack_wait_s))
     except Exception as exc:
         raise translate(exc, "creating the rule engine's consumer") from None

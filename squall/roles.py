@@ -18,6 +18,7 @@ from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.key_cache import KeyCache
 from broker.recorder import ActivationRecorder
+from broker.rule_engine import RuleEngine, ensure_consumer
 from broker.throttles import Throttles
 from runtimes.invoker import invoker_role
 
@@ -35,6 +36,8 @@ class Backbone:
         async with contextlib.AsyncExitStack() as stack:
             self.bus = await stack.enter_async_context(JetStreamBus(self.settings))
             await self.bus.provision()
+            # Before any role serves, so that no fire can precede the consumer that will see it.
+            await ensure_consumer(self.bus, self.settings)
             self.store = EntityStore(self.bus)
             self.activations = await stack.enter_async_context(
                 ActivationStore(
@@ -84,8 +87,16 @@ async def invoker_role_for(settings: Settings, backbone: Backbone, api_url: str)
 
 @contextlib.asynccontextmanager
 async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
-    # The rule engine, sequences and retries join here as they are built; today: the activation recorder.
-    async with ActivationRecorder(
-        backbone.bus, backbone.activations, drain_timeout_s=settings.drain_timeout_s
+    """The rule engine (trigger events → invocations) and the activation recorder (records → MongoDB)."""
+    async with (
+        ActivationRecorder(
+            backbone.bus,
+            backbone.activations,
+            drain_timeout_s=settings.drain_timeout_s,
+            ack_wait_s=settings.broker_ack_wait_s,
+        ),
+        Throttles(backbone.bus, backbone.store, settings) as throttles,
+        # Each rule's run counts against the namespace's invocation throttles, as OpenWhisk's does.
+        RuleEngine(backbone.bus, backbone.store, settings, admit=throttles.admit_invocation),
     ):
         yield
