@@ -229,13 +229,6 @@ async def test_the_own_namespace_by_name_and_another_namespace_is_403(
     assert (await client.get(path("mine", own))).status_code == 401
 
 
-async def test_firing_is_not_served_yet(ns_client: httpx.AsyncClient) -> None:
-    await create(ns_client, "t")
-    r = await ns_client.post(path("t"), json={})
-    assert r.status_code == 405
-    assert set(r.json()) == {"error", "code"}
-
-
 async def test_a_name_taken_by_another_collection_is_409(
     ns_client: httpx.AsyncClient, store: EntityStore
 ) -> None:
