@@ -28,10 +28,9 @@ from nats.js import api
 
 from broker import codec, kinds, params, subjects
 from broker.action_refs import ResolvedAction, resolve_component
-from broker.activations import SUCCESS, Activation, make_response
 from broker.bus import JetStreamBus, Outgoing, translate
 from broker.config import Settings
-from broker.entities import TRIGGERS, KeyValue, ReducedRule, Trigger
+from broker.entities import INITIAL_VERSION, TRIGGERS, ReducedRule, Trigger
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, SquallError, WrongCollection
@@ -39,7 +38,7 @@ from broker.event_patterns import matches
 from broker.health import now_ms
 from broker.invocations import Invocation
 from broker.rule_links import active_rules
-from broker.trigger_events import TriggerEvent, filter_document, rule_activation_id
+from broker.trigger_events import TriggerEvent, filter_document, rule_activation_id, trigger_record
 
 log = logging.getLogger("squall.rules")
 
@@ -79,23 +78,6 @@ def rule_log(
     if error is not None:
         line["error"] = error
     return msgspec.json.encode(line).decode()
-
-
-def trigger_record(event: TriggerEvent, trigger: Trigger | None, logs: list[str]) -> Activation:
-    """The trigger activation as OpenWhisk writes it: the payload as result, no end, one log line per rule."""
-    annotations = [KeyValue(key="hops", value=event.hops)] if event.hops else []
-    return Activation(
-        namespace=event.namespace,
-        name=event.trigger,
-        subject=event.subject,
-        activationId=event.activationId,
-        start=event.published,
-        response=make_response(SUCCESS, event.payload),
-        logs=logs,
-        version=trigger.version if trigger is not None else "0.0.1",
-        publish=False,
-        annotations=annotations,
-    )
 
 
 class Planned(msgspec.Struct, frozen=True):
@@ -222,7 +204,7 @@ class RuleEngine:
                             msg_id=item.invocation.activationId,
                         )
                     )
-        record = trigger_record(event, trigger, lines)
+        record = trigger_record(event, trigger.version if trigger is not None else INITIAL_VERSION, lines)
         outgoing.append(
             Outgoing(
                 subject=subjects.activation_subject(event.namespace, event.trigger),

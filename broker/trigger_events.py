@@ -13,6 +13,9 @@ from typing import Any, Final
 
 import msgspec
 
+from broker.activations import SUCCESS, Activation, ActivationResponse, make_response
+from broker.entities import KeyValue
+
 # The header a client sends to make a fire idempotent (as in Stripe's and the IETF draft's APIs).
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
 # The hop count of an event caused by an action (loop protection); also read as the CloudEvent
@@ -60,3 +63,22 @@ def rule_activation_id(trigger_activation_id: str, rule: str) -> str:
 def attempt_activation_id(first_id: str, attempt: int) -> str:
     """The activation id of retry `attempt` (2, 3, …) of a run whose first attempt had `first_id`."""
     return first_id if attempt <= 1 else _derive("attempt", first_id, str(attempt))
+
+
+def trigger_record(
+    event: TriggerEvent, version: str, logs: list[str], response: ActivationResponse | None = None
+) -> Activation:
+    """The trigger activation as OpenWhisk writes it: the payload as result (unless the fire was refused),
+    `start` when it was accepted, no `end`, one log line per rule."""
+    return Activation(
+        namespace=event.namespace,
+        name=event.trigger,
+        subject=event.subject,
+        activationId=event.activationId,
+        start=event.published,
+        response=response or make_response(SUCCESS, event.payload),
+        logs=logs,
+        version=version,
+        publish=False,
+        annotations=[KeyValue(key="hops", value=event.hops)] if event.hops else [],
+    )

@@ -22,13 +22,20 @@ from api.routes.invoke import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
 from api.routing import Operation, route
 from api.throttling import throttles_of
 from broker import codec, subjects
-from broker.activations import APPLICATION_ERROR, Activation, make_response, new_activation_id
-from broker.entities import TRIGGERS, KeyValue, Trigger, validate_name
+from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
+from broker.entities import TRIGGERS, Trigger, validate_name
 from broker.errors import BadRequest, PayloadTooLarge
 from broker.health import now_ms
 from broker.limits import PAYLOAD_MAX_BYTES
 from broker.rule_links import active_rules
-from broker.trigger_events import HOPS_EXTENSION, HOPS_HEADER, IDEMPOTENCY_HEADER, TriggerEvent, fire_id
+from broker.trigger_events import (
+    HOPS_EXTENSION,
+    HOPS_HEADER,
+    IDEMPOTENCY_HEADER,
+    TriggerEvent,
+    fire_id,
+    trigger_record,
+)
 
 ENTITY_PATH: Final = "/api/v1/namespaces/{namespace}/triggers/{name}"
 IDEMPOTENCY_KEY_MAX: Final = 256
@@ -70,22 +77,6 @@ def loop_message(hops: int, allowed: int) -> str:
     return (
         f"The event has passed through {hops} hops, more than the {allowed} allowed: "
         "refused to break a possible trigger loop."
-    )
-
-
-def refused_record(event: TriggerEvent, trigger: Trigger, message: str) -> Activation:
-    """The trigger activation that records a refused fire, so that the refusal can be found later."""
-    return Activation(
-        namespace=event.namespace,
-        name=event.trigger,
-        subject=event.subject,
-        activationId=event.activationId,
-        start=event.published,
-        response=make_response(APPLICATION_ERROR, {"error": message}),
-        logs=[],
-        version=trigger.version,
-        publish=False,
-        annotations=[KeyValue(key="hops", value=event.hops)],
     )
 
 
@@ -145,7 +136,9 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
     allowed = services(request).settings.max_hops
     if hops > allowed:
         message = loop_message(hops, allowed)
-        record = refused_record(event, trigger, message)
+        record = trigger_record(
+            event, trigger.version, [], make_response(APPLICATION_ERROR, {"error": message})
+        )
         await bus.publish(
             subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
         )
