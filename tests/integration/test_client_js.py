@@ -1,8 +1,14 @@
-"""The OpenWhisk JavaScript client (npm `openwhisk`) against a live Squall API: `tests/compat/client_js.js`."""
+"""The OpenWhisk JavaScript client (npm `openwhisk`) against a live Squall API: `tests/compat/client_js.js`.
+
+The API runs alone, except for the `triggers` group: firing needs the invoke gateway, and the fired trigger's
+records are read back through the client, so that group also runs the rule engine, the activation recorder
+and an invoker with a stand-in pool that echoes its arguments (as tests/integration/test_fire.py does).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -14,10 +20,18 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 
+from api.routes.invoke import InvokeGateway, attach
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.activations import APPLICATION_ERROR, SUCCESS, Activation, make_response, new_activation_id
+from broker.bus import JetStreamBus
+from broker.config import Settings
 from broker.entities import KeyValue
+from broker.entity_store import EntityStore
+from broker.recorder import ActivationRecorder
+from broker.rule_engine import RuleEngine
+from runtimes.invoker import InvokerAgent
+from tests.integration.test_fuzz_api import EchoPool
 
 COMPAT = Path(__file__).resolve().parent.parent / "compat"
 SCRIPT = COMPAT / "client_js.js"
@@ -72,6 +86,26 @@ async def server(app: Starlette) -> AsyncIterator[ApiServer]:
         yield running
 
 
+@contextlib.asynccontextmanager
+async def firing_platform(
+    app: Starlette,
+    bus: JetStreamBus,
+    store: EntityStore,
+    activation_store: ActivationStore,
+    settings: Settings,
+) -> AsyncIterator[None]:
+    """What a fire needs beyond the API: the gateway (without it a fire is 503), the rule engine, an invoker
+    and the recorder, so the trigger's record and its rule's run can be read back."""
+    async with (
+        InvokerAgent(bus, store, EchoPool()),
+        InvokeGateway(bus) as gateway,
+        RuleEngine(bus, store, settings),
+        ActivationRecorder(bus, activation_store),
+    ):
+        attach(app, gateway)
+        yield
+
+
 def seeded_records(namespace: str) -> list[Activation]:
     """Activations as an invoker would have stored them: there is no invoker in this suite."""
     now = int(time.time() * 1000)
@@ -121,9 +155,13 @@ async def run_script(
 @pytest.mark.parametrize("group", GROUPS)
 async def test_openwhisk_js_client(
     client_installed: None,
+    app: Starlette,
     server: ApiServer,
     namespace: tuple[str, str],
+    bus: JetStreamBus,
+    store: EntityStore,
     activation_store: ActivationStore,
+    settings: Settings,
     group: str,
 ) -> None:
     extra_env = {}
@@ -131,7 +169,11 @@ async def test_openwhisk_js_client(
         records = seeded_records(namespace[0])
         assert await activation_store.insert_many(records) == len(records)
         extra_env["COMPAT_ACTIVATIONS"] = str(len(records))
-    code, out, err = await run_script(server, namespace[0], namespace[1], group, extra_env)
+    async with contextlib.AsyncExitStack() as stack:
+        if group == "triggers":
+            await stack.enter_async_context(firing_platform(app, bus, store, activation_store, settings))
+            extra_env["COMPAT_RULE_ENGINE"] = "1"
+        code, out, err = await run_script(server, namespace[0], namespace[1], group, extra_env)
     lines = out.splitlines()
     failing = [line for line in lines if line.startswith("not ok")]
     passing = [line for line in lines if line.startswith("ok - ")]
@@ -139,3 +181,6 @@ async def test_openwhisk_js_client(
     assert code == 0, f"node exited {code}:\n{out}\n{err}"
     assert passing, f"no check ran:\n{out}\n{err}"
     assert lines[-1] == f"{len(passing)} passed, 0 failed"
+    if group == "triggers":
+        fired = [line for line in passing if "triggers.invoke" in line or "trigger activation" in line]
+        assert len(fired) == 5, "the fire checks, the record's read back included:\n" + out
