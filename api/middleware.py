@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,8 +24,11 @@ CORS_HEADERS = {
 }
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control_characters(path: str) -> bool:
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path)
+    return _CONTROL_CHARACTERS.search(path) is not None
 
 
 class RequestIdMiddleware:

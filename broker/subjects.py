@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # JetStream streams (see DESIGN.md § State).
 TRIGGERS_STREAM = "TRIGGERS"
 INVOKE_STREAM = "INVOKE"
@@ -23,12 +25,17 @@ AUTHKEYS_BUCKET = "squall_authkeys"
 ACTIVATIONS_COLLECTION = "activations"
 
 
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def token(name: str) -> str:
     """Make an entity name safe as one NATS subject token / KV key segment.
 
     OpenWhisk names may contain spaces, '@', '&' and '.', which NATS subjects forbid or treat as
     separators. Hex-escaping every byte outside [A-Za-z0-9_-] keeps the mapping reversible and injective.
     """
+    if _SAFE_TOKEN.fullmatch(name):
+        return name  # the common case, on every hot path: nothing to escape
     out = []
     for ch in name:
         if ch.isascii() and (ch.isalnum() or ch in "_-"):
