@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from broker import subjects
 from broker.config import Settings
@@ -169,6 +170,7 @@ class JetStreamBus:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
+        self._objects: dict[str, ObjectStore] = {}
         self._last_error: Exception | None = None
         # Our own async-publish multiplexer: nats-py's publish_async never resolves a future whose
         # reply is a JetStream error (the error is raised inside its callback), so it would hang.
@@ -220,6 +222,7 @@ class JetStreamBus:
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         self._kv.clear()
+        self._objects.clear()
         if nc is None or nc.is_closed:
             return
         deadline = self.settings.drain_timeout_s
@@ -273,6 +276,7 @@ class JetStreamBus:
             await self._ensure_stream(config)
         for bucket in KV_BUCKETS:
             await self._ensure_bucket(bucket)
+        await self._ensure_object_store(subjects.BLOBS_BUCKET)
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
         try:
@@ -303,6 +307,32 @@ class JetStreamBus:
         except Exception as exc:
             raise translate(exc, f"provisioning bucket {bucket}") from None
         self._kv[bucket] = kv
+
+    async def _ensure_object_store(self, bucket: str) -> None:
+        config = api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=self.replicas)
+        try:
+            try:
+                store = await self.js.create_object_store(bucket, config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
+                    raise
+                store = await self.js.object_store(bucket)
+        except Exception as exc:
+            raise translate(exc, f"provisioning object store {bucket}") from None
+        self._objects[bucket] = store
+
+    async def object_store(self, bucket: str) -> ObjectStore:
+        """The handle of a provisioned object store (cached)."""
+        handle = self._objects.get(bucket)
+        if handle is None:
+            try:
+                handle = await self.js.object_store(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                raise Unavailable(f"object store {bucket} does not exist: provision the bus first") from None
+            except Exception as exc:
+                raise translate(exc, f"binding object store {bucket}") from None
+            self._objects[bucket] = handle
+        return handle
 
     async def kv(self, bucket: str) -> KeyValue:
         """The handle of a provisioned KV bucket (cached: binding one costs a round trip)."""

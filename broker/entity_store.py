@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -24,9 +26,13 @@ from broker.errors import (
 )
 from broker.namespaces import AuthKey, Namespace, now_ms
 
+log = logging.getLogger("squall.store")
+
 E = TypeVar("E", bound=Entity)
 S = TypeVar("S", bound=msgspec.Struct)
 
+# Entity bodies above this size go to the object store (a KV value must fit one NATS message, 1 MB by default).
+INLINE_MAX_BYTES = 256 * 1024
 # A listing's ephemeral consumer outlives its unsubscribe by this long on the server; short, so a
 # busy API listing many times a second does not pile up consumers.
 _SCAN_CONSUMER_TTL_S = 5.0
@@ -49,11 +55,20 @@ class Stored(Generic[E]):
     revision: int
 
 
-class _Envelope(msgspec.Struct, frozen=True, kw_only=True):
-    """What an entities-bucket value holds: the collection tag keeps one name per namespace."""
+class _Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What an entities-bucket value holds: the collection tag keeps one name per namespace, and the entity
+    itself, or (for one too large for a KV value, e.g. 48 MB of action code) the name of the object-store
+    blob that holds it."""
 
     kind: str
-    body: msgspec.Raw
+    body: msgspec.Raw = msgspec.Raw(b"")  # empty (and omitted) when the body is a blob
+    blob: str | None = None
+
+
+def blob_name(key: str, body: bytes) -> str:
+    """The blob of one version of an entity: named by its content, so a write that loses a revision race
+    can never overwrite the body the winning revision points at."""
+    return f"{key}.{hashlib.sha256(body).hexdigest()[:32]}"
 
 
 def newest_first(items: list[tuple[E, int]]) -> list[E]:
@@ -86,7 +101,7 @@ class EntityStore:
             entry = await kv.get(key)
         except Exception as exc:
             raise translate(exc, f"reading {collection.name} {namespace}/{name}") from None
-        stored = self._unwrap(collection, _Item(key, entry.value or b"", entry.revision or 0))
+        stored = await self._unwrap(collection, _Item(key, entry.value or b"", entry.revision or 0))
         if stored is None:
             raise WrongCollection()
         return stored
@@ -96,11 +111,13 @@ class EntityStore:
         entity = msgspec.structs.replace(entity, updated=now_ms())
         key = self._key(entity)
         kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
+        value, blob = await self._wrap(collection, entity, key)
         try:
-            revision = await kv.create(key, self._wrap(collection, entity))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            raise Conflict() from None
+            revision = await kv.create(key, value)
         except Exception as exc:
+            await self._drop_blob(blob)
+            if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
+                raise Conflict() from None
             raise translate(exc, f"creating {collection.name} {entity.namespace}/{entity.name}") from None
         return Stored(entity, revision)
 
@@ -109,10 +126,16 @@ class EntityStore:
         entity = msgspec.structs.replace(entity, updated=now_ms())
         key = self._key(entity)
         kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
+        previous = await self._blob_of(key, revision)
+        value, blob = await self._wrap(collection, entity, key)
         try:
-            new_revision = await kv.update(key, self._wrap(collection, entity), last=revision)
+            new_revision = await kv.update(key, value, last=revision)
         except Exception as exc:
+            if blob != previous:
+                await self._drop_blob(blob)
             raise translate(exc, f"updating {collection.name} {entity.namespace}/{entity.name}") from None
+        if previous != blob:
+            await self._drop_blob(previous)
         return Stored(entity, new_revision)
 
     async def delete(
@@ -124,7 +147,10 @@ class EntityStore:
             raise ConcurrentModification()
         # Expecting the revision just read makes a concurrent update fail the delete instead of
         # silently losing that update behind an entity we never returned.
-        await self._purge(subjects.ENTITIES_BUCKET, subjects.entity_key(namespace, name), current.revision)
+        key = subjects.entity_key(namespace, name)
+        blob = await self._blob_of(key, current.revision)
+        await self._purge(subjects.ENTITIES_BUCKET, key, current.revision)
+        await self._drop_blob(blob)
         return current.entity
 
     async def list(
@@ -148,7 +174,7 @@ class EntityStore:
             _, _, tok = item.key.partition(".")
             if not in_listing(subjects.untoken(tok), package, prefix):
                 continue
-            stored = self._unwrap(collection, item)
+            stored = await self._unwrap(collection, item)
             if stored is not None:
                 found.append((stored.entity, stored.revision))
         return newest_first(found)
@@ -157,21 +183,65 @@ class EntityStore:
     def _key(entity: Entity) -> str:
         return subjects.entity_key(*storage_path(entity))
 
-    @staticmethod
-    def _wrap(collection: Collection[E], entity: E) -> bytes:
-        return codec.encode(_Envelope(kind=collection.name, body=msgspec.Raw(codec.encode(entity))))
+    async def _wrap(self, collection: Collection[E], entity: E, key: str) -> tuple[bytes, str | None]:
+        """The KV value of `entity`, and the blob it put its body in (None when the body fits inline)."""
+        body = codec.encode(entity)
+        if len(body) <= INLINE_MAX_BYTES:
+            return codec.encode(_Envelope(kind=collection.name, body=msgspec.Raw(body))), None
+        name = blob_name(key, body)
+        store = await self._bus.object_store(subjects.BLOBS_BUCKET)
+        try:
+            await store.put(name, body)
+        except Exception as exc:
+            raise translate(exc, f"storing the body of {collection.name} {key}") from None
+        return codec.encode(_Envelope(kind=collection.name, blob=name)), name
 
-    @staticmethod
-    def _unwrap(collection: Collection[E], item: _Item) -> Stored[E] | None:
+    async def _unwrap(self, collection: Collection[E], item: _Item) -> Stored[E] | None:
         """The item's entity if it belongs to `collection`, else None."""
         try:
             envelope = codec.decode(item.value, _Envelope)
             if envelope.kind != collection.name:
                 return None
-            entity = codec.decode(bytes(envelope.body), collection.type)
+            body = bytes(envelope.body) if len(envelope.body) else await self._read_blob(envelope, item)
+            entity = codec.decode(body, collection.type)
         except BadRequest as exc:
             raise InternalError(f"unreadable entity at {item.key}: {exc.message}") from None
         return Stored(entity, item.revision)
+
+    async def _read_blob(self, envelope: _Envelope, item: _Item) -> bytes:
+        if envelope.blob is None:
+            raise InternalError(f"the entity at {item.key} has neither a body nor a blob")
+        store = await self._bus.object_store(subjects.BLOBS_BUCKET)
+        try:
+            found = await store.get(envelope.blob)
+        except nats.js.errors.ObjectNotFoundError:
+            raise InternalError(
+                f"the body of the entity at {item.key} is missing from the object store"
+            ) from None
+        except Exception as exc:
+            raise translate(exc, f"reading the body of {item.key}") from None
+        return found.data or b""
+
+    async def _blob_of(self, key: str, revision: int) -> str | None:
+        """The blob the entity at `key` points at in `revision` (None: inline, or another revision now)."""
+        kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
+        try:
+            entry = await kv.get(key, revision=revision)
+            return codec.decode(entry.value or b"", _Envelope).blob
+        except (nats.js.errors.KeyNotFoundError, BadRequest):
+            return None
+        except Exception as exc:
+            raise translate(exc, f"reading {key}") from None
+
+    async def _drop_blob(self, name: str | None) -> None:
+        """Remove a blob no revision points at any more; one left behind wastes space, nothing else."""
+        if name is None:
+            return
+        try:
+            store = await self._bus.object_store(subjects.BLOBS_BUCKET)
+            await store.delete(name)
+        except Exception as exc:
+            log.warning("could not remove the unused blob %s: %s", name, exc)
 
     # -- namespaces --------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ DEADLETTER_SUBJECTS = "deadletter.>"
 ENTITIES_BUCKET = "squall_entities"
 NAMESPACES_BUCKET = "squall_namespaces"
 AUTHKEYS_BUCKET = "squall_authkeys"
+# JetStream object store for entity bodies too large for one KV value (action code up to 48 MB).
+BLOBS_BUCKET = "squall_blobs"
 
 # MongoDB collections.
 ACTIVATIONS_COLLECTION = "activations"

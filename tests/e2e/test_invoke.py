@@ -201,6 +201,22 @@ async def test_python_zip_with_main_module_helper_and_virtualenv(squall: Squall)
     assert r.json() == {"from": "helper", "extra": 42}
 
 
+async def test_a_zip_action_of_several_megabytes_is_stored_and_runs(squall: Squall) -> None:
+    # Random bytes do not compress: about 4 MB of base64, four times what one KV value (one NATS message) holds.
+    blob = base64.b64encode(os.urandom(3 * 1024 * 1024)).decode()
+    code = zipped(
+        {
+            "__main__.py": "import data\ndef main(args):\n    return {'size': len(data.BLOB)}\n",
+            "data.py": f"BLOB = '{blob}'\n",
+        }
+    )
+    assert len(code) > 4 * 1024 * 1024
+    await squall.put("bigzip", {"kind": "python:3.11", "code": code})
+    r = await squall.invoke("bigzip", result="true")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"size": len(blob)}
+
+
 # -- Node.js -----------------------------------------------------------------------------------------------
 
 

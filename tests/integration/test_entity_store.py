@@ -217,3 +217,67 @@ async def test_repeated_listings_never_miss_entries(store: EntityStore, ns: str)
         await store.create(TRIGGERS, Trigger(namespace=ns, name=name))
     for _ in range(100):
         assert [t.name for t in await store.list(TRIGGERS, ns)] == ["z", "y", "x"]
+
+
+# -- bodies too large for one KV value -------------------------------------------------------------------
+
+
+def big_code(tag: str, mb: float = 3) -> str:
+    return f"def main(a): return {{'tag': '{tag}'}}\n#" + "x" * int(mb * 1024 * 1024) + "\n"
+
+
+async def blobs_of(store: EntityStore, bus: JetStreamBus, ns: str, name: str) -> list[str]:
+    """The live blobs of one entity (named after its KV key)."""
+    from broker import subjects
+
+    objects = await bus.object_store(subjects.BLOBS_BUCKET)
+    try:
+        infos = await objects.list(ignore_deletes=True)
+    except Exception:
+        return []
+    prefix = subjects.entity_key(ns, name) + "."
+    return [info.name for info in infos if info.name.startswith(prefix)]
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[JetStreamBus]:
+    async with JetStreamBus(nats_url) as bus:
+        await bus.provision()
+        yield bus
+
+
+async def test_an_action_larger_than_a_kv_value_round_trips_and_leaves_no_blob_behind(
+    bus: JetStreamBus, ns: str
+) -> None:
+    store = EntityStore(bus)
+    created = await store.create(ACTIONS, action(ns, "big", big_code("one")))
+    assert len(await blobs_of(store, bus, ns, "big")) == 1
+    got = await store.get(ACTIONS, ns, "big")
+    assert got.entity.exec.code == big_code("one") and got.revision == created.revision
+    assert [a.name for a in await store.list(ACTIONS, ns)] == ["big"]
+    # A new body replaces the old blob; a small one needs none.
+    updated = await store.update(ACTIONS, action(ns, "big", big_code("two")), created.revision)
+    assert (await store.get(ACTIONS, ns, "big")).entity.exec.code == big_code("two")
+    assert len(await blobs_of(store, bus, ns, "big")) == 1
+    small = await store.update(ACTIONS, action(ns, "big"), updated.revision)
+    assert await blobs_of(store, bus, ns, "big") == []
+    again = await store.update(ACTIONS, action(ns, "big", big_code("three")), small.revision)
+    await store.delete(ACTIONS, ns, "big", again.revision)
+    assert await blobs_of(store, bus, ns, "big") == []
+    with pytest.raises(NotFound):
+        await store.get(ACTIONS, ns, "big")
+
+
+async def test_a_large_write_that_loses_a_revision_race_leaves_the_winner_intact(
+    bus: JetStreamBus, ns: str
+) -> None:
+    store = EntityStore(bus)
+    created = await store.create(ACTIONS, action(ns, "race", big_code("base")))
+    await store.update(ACTIONS, action(ns, "race", big_code("winner")), created.revision)
+    with pytest.raises(ConcurrentModification):
+        await store.update(ACTIONS, action(ns, "race", big_code("loser")), created.revision)
+    assert (await store.get(ACTIONS, ns, "race")).entity.exec.code == big_code("winner")
+    assert len(await blobs_of(store, bus, ns, "race")) == 1, "the loser's blob is gone, the winner's kept"
+    with pytest.raises(Conflict):
+        await store.create(ACTIONS, action(ns, "race", big_code("dup")))
+    assert len(await blobs_of(store, bus, ns, "race")) == 1
