@@ -1,6 +1,7 @@
 """Trigger fires: accepted/s with one rule, fire → action start latency, one fire fanned out to many rules.
 
 Run: .venv/bin/python bench/fire.py [--seconds 5] [--concurrency 48] [--latency 500] [--rules 50] [--reps 20]
+                                    [--nats-sync always]  (the cost of fsync before every JetStream ack)
      .venv/bin/python bench/fire.py --url http://127.0.0.1:3233 --key UUID:SECRET --nats nats://… [--pid PID]
                                     (a running server with a rule engine and an invoker)
 
@@ -118,9 +119,12 @@ def process_tree(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], ready_url: str, deadline_s: float = 60) -> Iterator[int]:
-    """Run a server until the block ends; yields its pid once `ready_url` answers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL_")}
+def process(
+    cmd: list[str], ready_url: str, deadline_s: float = 60, settings: dict[str, str] | None = None
+) -> Iterator[int]:
+    """Run a server until the block ends; yields its pid once `ready_url` answers. Only `settings` of the
+    SQUALL_* variables reach it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL_")} | (settings or {})
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         end = time.monotonic() + deadline_s
@@ -379,14 +383,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def standalone() -> Iterator[Server]:
+def standalone(nats_sync: str = "") -> Iterator[Server]:
     """`squall standalone` on a free port and a temporary data dir, until the block ends."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="squall-bench-fire-") as tmp:
         data_dir = Path(tmp) / "data"
         cmd = [str(BIN / "squall"), "standalone", "--api-port", str(port), "--data-dir", str(data_dir)]
         url = f"http://127.0.0.1:{port}"
-        with process(cmd, f"{url}/api/v1") as pid:
+        settings = {"SQUALL_NATS_SYNC": nats_sync} if nats_sync else None
+        with process(cmd, f"{url}/api/v1", settings=settings) as pid:
             # The API answers a moment before the standalone writes down where its servers are.
             info = data_dir / "standalone.json"
             deadline = time.monotonic() + 30
@@ -775,7 +780,7 @@ async def run(args: argparse.Namespace) -> None:
         await measure(args, Server(args.url.rstrip("/"), args.key, args.nats, args.pid), machine_busy())
         return
     busy_before = machine_busy()
-    with standalone() as server:
+    with standalone(args.nats_sync) as server:
         await measure(args, server, busy_before)
 
 
@@ -789,6 +794,11 @@ def main() -> None:
     parser.add_argument("--key", default=GUEST_KEY, help="with --url: uuid:secret")
     parser.add_argument("--nats", help="with --url: its NATS URL")
     parser.add_argument("--pid", type=int, help="with --url: its pid, for the server CPU figures")
+    parser.add_argument(
+        "--nats-sync",
+        default="",
+        help="the standalone's JetStream fsync policy (SQUALL_NATS_SYNC), e.g. always; default nats-server's",
+    )
     parser.add_argument("--concurrency", type=int, default=48, help="callers of the rate runs")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each rate run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured run before each rate run")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import msgspec
 
 from broker.errors import BadRequest
 from broker.limits import CONCURRENT_INVOCATIONS, FIRES_PER_MINUTE, INVOCATIONS_PER_MINUTE
+
+_SYNC_INTERVAL = re.compile(r"always|[0-9]+(ms|s|m|h)")
 
 # OpenWhisk standalone's well-known development key for `guest` (ansible/files/auth.guest).
 GUEST_NAMESPACE = "guest"
@@ -56,6 +59,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # JetStream retention for the event-history streams.
     stream_max_age_days: int = 7
 
+    # The embedded nats-server's JetStream fsync policy: "" = nats-server's default (every 2 minutes;
+    # acknowledged messages survive a crash of the process, not a power cut), "always" = before every
+    # acknowledgement (see bench/README.md for its cost), or an interval such as "1s".
+    nats_sync: str = ""
+
     # Loop protection: an event caused by this many action-caused events in a row is refused.
     max_hops: int = 10
     # How long a broker consumer (rule engine, recorder) may hold a message unacknowledged before JetStream
@@ -65,6 +73,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.nats_sync and not _SYNC_INTERVAL.fullmatch(self.nats_sync):
+            raise ValueError(
+                f"nats_sync must be empty, 'always' or a duration like '1s', not {self.nats_sync!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -199,6 +199,14 @@ class EmbeddedNats(_EmbeddedServer):
     scheme = "nats"
     picks_own_port = True
 
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", *, sync_interval: str = ""
+    ) -> None:
+        super().__init__(data_dir, port, host)
+        # JetStream's fsync policy: "" keeps nats-server's (every 2 minutes: an acknowledged message survives
+        # a crash of the process, not of the machine); "always" syncs before every acknowledgement.
+        self.sync_interval = sync_interval
+
     @property
     def url(self) -> str:
         return self.address
@@ -219,7 +227,16 @@ class EmbeddedNats(_EmbeddedServer):
             port,
             "--ports_file_dir",
             str(self.data_dir),
+            *self._config_args(),
         ]
+
+    def _config_args(self) -> list[str]:
+        """`-c nats.conf` for what only a config file can say (the fsync policy); nothing otherwise."""
+        if not self.sync_interval:
+            return []
+        config = self.data_dir / "nats.conf"
+        config.write_text(f'jetstream {{\n  sync_interval: "{self.sync_interval}"\n}}\n')
+        return ["-c", str(config)]
 
     async def _ready(self) -> bool:
         port = self._reported_port()

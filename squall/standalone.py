@@ -53,7 +53,9 @@ async def run_standalone(settings: Settings, console: Console) -> None:
         async with contextlib.AsyncExitStack() as stack:
             nats_url = settings.nats_url
             if not nats_url:
-                nats = await stack.enter_async_context(EmbeddedNats(settings.data_dir / "nats"))
+                nats = await stack.enter_async_context(
+                    EmbeddedNats(settings.data_dir / "nats", sync_interval=settings.nats_sync)
+                )
                 nats_url = nats.url
             mongodb_uri = settings.mongodb_uri
             if not mongodb_uri:

@@ -218,3 +218,17 @@ async def test_free_port_is_bindable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         assert sock.getsockname()[1] == port
+
+
+async def test_nats_can_sync_every_acknowledged_message(tmp_path: Path) -> None:
+    async with EmbeddedNats(tmp_path, sync_interval="always") as server:
+        config = await asyncio.to_thread((tmp_path / "nats.conf").read_text)
+        assert config == 'jetstream {\n  sync_interval: "always"\n}\n'
+        assert server.pid is not None
+        cmdline = (await asyncio.to_thread(Path(f"/proc/{server.pid}/cmdline").read_bytes)).split(b"\0")
+        assert b"-c" in cmdline and str(tmp_path / "nats.conf").encode() in cmdline
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="T", subjects=["t.>"])
+        assert (await js.publish("t.x", b"synced")).seq == 1
+        await nc.close()

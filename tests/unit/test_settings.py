@@ -87,3 +87,11 @@ def test_namespace_throttles_default_to_openwhisk_values_and_read_the_environmen
         100,
         120,
     )
+
+
+def test_the_nats_fsync_policy_is_checked_when_read() -> None:
+    assert Settings.from_env({}).nats_sync == ""
+    for value in ("always", "1s", "250ms", "2m"):
+        assert Settings.from_env({"SQUALL_NATS_SYNC": value}).nats_sync == value
+    with pytest.raises(BadRequest, match="nats_sync"):
+        Settings.from_env({"SQUALL_NATS_SYNC": "often"})
