@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -32,6 +33,8 @@ from broker.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+H = TypeVar("H")  # a bucket handle: KeyValue or ObjectStore
 
 DUPLICATE_WINDOW_S = 120.0
 RECONNECT_WAIT_S = 2.0
@@ -290,61 +293,59 @@ class JetStreamBus:
             raise translate(exc, f"provisioning stream {config.name}") from None
 
     async def _ensure_bucket(self, bucket: str) -> None:
-        try:
-            try:
-                kv = await self.js.create_key_value(
-                    bucket=bucket,
-                    history=1,
-                    storage=api.StorageType.FILE,
-                    replicas=self.replicas,
-                    direct=True,  # reads served by any replica, not only the stream leader
-                )
-            except nats.js.errors.BadRequestError as exc:
-                # A bucket made by another client version differs in details; its data is what matters.
-                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
-                    raise
-                kv = await self.js.key_value(bucket)
-        except Exception as exc:
-            raise translate(exc, f"provisioning bucket {bucket}") from None
-        self._kv[bucket] = kv
+        self._kv[bucket] = await self._create_or_bind(
+            f"bucket {bucket}",
+            self.js.create_key_value(
+                bucket=bucket,
+                history=1,
+                storage=api.StorageType.FILE,
+                replicas=self.replicas,
+                direct=True,  # reads served by any replica, not only the stream leader
+            ),
+            lambda: self.js.key_value(bucket),
+        )
 
     async def _ensure_object_store(self, bucket: str) -> None:
         config = api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=self.replicas)
+        self._objects[bucket] = await self._create_or_bind(
+            f"object store {bucket}",
+            self.js.create_object_store(bucket, config),
+            lambda: self.js.object_store(bucket),
+        )
+
+    @staticmethod
+    async def _create_or_bind(what: str, create: Awaitable[H], bind: Callable[[], Awaitable[H]]) -> H:
+        """Create a bucket; one that exists with another configuration is bound as it is (a bucket made by
+        another client version differs in details; its data is what matters)."""
         try:
             try:
-                store = await self.js.create_object_store(bucket, config)
+                return await create
             except nats.js.errors.BadRequestError as exc:
                 if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
                     raise
-                store = await self.js.object_store(bucket)
+                return await bind()
         except Exception as exc:
-            raise translate(exc, f"provisioning object store {bucket}") from None
-        self._objects[bucket] = store
-
-    async def object_store(self, bucket: str) -> ObjectStore:
-        """The handle of a provisioned object store (cached)."""
-        handle = self._objects.get(bucket)
-        if handle is None:
-            try:
-                handle = await self.js.object_store(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                raise Unavailable(f"object store {bucket} does not exist: provision the bus first") from None
-            except Exception as exc:
-                raise translate(exc, f"binding object store {bucket}") from None
-            self._objects[bucket] = handle
-        return handle
+            raise translate(exc, f"provisioning {what}") from None
 
     async def kv(self, bucket: str) -> KeyValue:
         """The handle of a provisioned KV bucket (cached: binding one costs a round trip)."""
-        handle = self._kv.get(bucket)
+        return await self._bound(self._kv, bucket, self.js.key_value, "KV bucket")
+
+    async def object_store(self, bucket: str) -> ObjectStore:
+        """The handle of a provisioned object store (cached)."""
+        return await self._bound(self._objects, bucket, self.js.object_store, "object store")
+
+    @staticmethod
+    async def _bound(cache: dict[str, H], bucket: str, bind: Callable[[str], Awaitable[H]], what: str) -> H:
+        handle = cache.get(bucket)
         if handle is None:
             try:
-                handle = await self.js.key_value(bucket)
+                handle = await bind(bucket)
             except nats.js.errors.BucketNotFoundError:
-                raise Unavailable(f"KV bucket {bucket} does not exist: provision the bus first") from None
+                raise Unavailable(f"{what} {bucket} does not exist: provision the bus first") from None
             except Exception as exc:
-                raise translate(exc, f"binding bucket {bucket}") from None
-            self._kv[bucket] = handle
+                raise translate(exc, f"binding {what} {bucket}") from None
+            cache[bucket] = handle
         return handle
 
     # -- publishing --------------------------------------------------------------------------------
