@@ -234,7 +234,7 @@ class JetStreamBus:
             if self._acks:
                 await asyncio.wait([fut for fut, _ in self._acks.values()], timeout=deadline)
             await asyncio.wait_for(nc.drain(), deadline)
-        except (TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, ConnectionError, nats.errors.Error) as exc:
             log.warning("NATS drain did not finish cleanly: %s", _describe(exc))
         finally:
             for fut, _ in self._acks.values():
@@ -242,9 +242,10 @@ class JetStreamBus:
                     fut.set_exception(Unavailable("publish not acknowledged before shutdown"))
             self._acks.clear()
             if not nc.is_closed:
-                # A server that went away meanwhile leaves nothing to flush: closing must not fail on it.
-                with contextlib.suppress(ConnectionError, nats.errors.Error):
-                    await nc.close()
+                # A server that went away meanwhile leaves nothing to flush: closing must neither fail on it
+                # nor wait for it (nats-py's close can wait on a reconnection that will not come).
+                with contextlib.suppress(ConnectionError, nats.errors.Error, TimeoutError):
+                    await asyncio.wait_for(nc.close(), deadline)
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
