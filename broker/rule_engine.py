@@ -28,6 +28,7 @@ from nats.js import api
 
 from broker import codec, kinds, params, subjects
 from broker.action_refs import ResolvedAction, resolve_component
+from broker.activations import INTERNAL_ERROR, SUCCESS, Activation, make_response
 from broker.bus import JetStreamBus, Outgoing, translate
 from broker.config import Settings
 from broker.entities import INITIAL_VERSION, TRIGGERS, ReducedRule, Trigger
@@ -38,7 +39,13 @@ from broker.event_patterns import matches
 from broker.health import now_ms
 from broker.invocations import Invocation
 from broker.rule_links import active_rules
-from broker.trigger_events import TriggerEvent, filter_document, rule_activation_id, trigger_record
+from broker.trigger_events import (
+    TriggerEvent,
+    event_arguments,
+    filter_document,
+    rule_activation_id,
+    trigger_record,
+)
 
 log = logging.getLogger("squall.rules")
 
@@ -47,6 +54,9 @@ MAX_IN_FLIGHT: Final = 256  # events being processed at once
 FETCH_TIMEOUT_S: Final = 0.5
 # OpenWhisk's per-rule log codes: 0 invoked, 1 refused for the caller's reasons (4xx), 3 for the system's.
 CODE_OK, CODE_CLIENT, CODE_SYSTEM = 0, 1, 3
+# Deliveries of one event before its failure is recorded instead of tried again.
+MAX_DELIVERIES: Final = 5
+GAVE_UP: Final = f"The trigger event could not be processed after {MAX_DELIVERIES} attempts:"
 NOT_MATCHED: Final = "The event does not match the rule's filter; the action was not invoked."
 
 Admit = Callable[[str], Awaitable[str | None]]
@@ -84,8 +94,7 @@ class Planned(msgspec.Struct, frozen=True):
     """What one rule makes of one event: its log line, and the invocation to publish (if any)."""
 
     line: str
-    invocation: Invocation | None = None
-    subject: str = ""
+    invocation: Outgoing | None = None
 
 
 class RuleEngine:
@@ -100,7 +109,6 @@ class RuleEngine:
         self.admit = admit  # the invocation throttle: None, or the 429 message a rule's run gets
         self.processed = 0
         self._cache = EntityCache(bus, store)
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -169,9 +177,31 @@ class RuleEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            await self._failed(msg, event, exc)
+
+    async def _failed(self, msg: Any, event: TriggerEvent, exc: Exception) -> None:
+        """Try again later; after MAX_DELIVERIES, record the failure on the trigger's activation and let the
+        event go, so that one event that cannot be processed neither loops forever nor vanishes unseen."""
+        reason = exc.message if isinstance(exc, SquallError) else str(exc) or type(exc).__name__
+        if msg.metadata.num_delivered < MAX_DELIVERIES:
             log.warning(
-                "trigger event %s not processed (%s); it will be delivered again", event.activationId, exc
+                "trigger event %s not processed (%s); it will be delivered again", event.activationId, reason
             )
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1)
+            return
+        log.error(
+            "trigger event %s failed %d times (%s); recorded as failed",
+            event.activationId,
+            MAX_DELIVERIES,
+            reason,
+        )
+        failure = make_response(INTERNAL_ERROR, {"error": f"{GAVE_UP} {reason}"})
+        record = trigger_record(event, INITIAL_VERSION, [], failure)
+        try:
+            await self.bus.publish_many([self._record_message(record)])
+            await msg.ack()
+        except Exception:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1)
 
@@ -197,22 +227,21 @@ class RuleEngine:
             for item in planned:
                 lines.append(item.line)
                 if item.invocation is not None:
-                    outgoing.append(
-                        Outgoing(
-                            subject=item.subject,
-                            payload=codec.encode(item.invocation),
-                            msg_id=item.invocation.activationId,
-                        )
-                    )
+                    outgoing.append(item.invocation)
         record = trigger_record(event, trigger.version if trigger is not None else INITIAL_VERSION, lines)
-        outgoing.append(
-            Outgoing(
-                subject=subjects.activation_subject(event.namespace, event.trigger),
-                payload=codec.encode(record),
-                msg_id=event.activationId,
-            )
-        )
+        outgoing.append(self._record_message(record))
         return outgoing
+
+    def _record_message(self, record: Activation) -> Outgoing:
+        """The record as a message; a payload too large to travel with its log lines is left out of it
+        (its size noted), since the fire itself was accepted."""
+        payload = codec.encode(record)
+        if len(payload) > self.bus.nc.max_payload:
+            size = len(codec.encode(record.response.result))
+            record = msgspec.structs.replace(record, response=make_response(SUCCESS, {}, size=size))
+            payload = codec.encode(record)
+        subject = subjects.activation_subject(record.namespace, record.name)
+        return Outgoing(subject=subject, payload=payload, msg_id=record.activationId)
 
     async def _trigger(self, event: TriggerEvent) -> Trigger | None:
         try:
@@ -235,7 +264,7 @@ class RuleEngine:
             refused = f"The '{action.exec.kind}' runtime is no longer supported."
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=refused))
         try:
-            arguments = rule_arguments(resolved, event.arguments)
+            arguments = rule_arguments(resolved, event_arguments(event))
         except BadRequest as exc:
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=exc.message))
         if self.admit is not None:
@@ -259,11 +288,16 @@ class RuleEngine:
             trigger=f"{event.namespace}/{event.trigger}",
             retry=rule.retry if not isinstance(rule.retry, msgspec.UnsetType) else None,
         )
-        return Planned(
-            rule_log(key, action_ref, activation_id=activation_id),
-            invocation,
-            subjects.invoke_subject(owner, path),
+        payload = codec.encode(invocation)
+        if len(payload) > self.bus.nc.max_payload:  # the action's own parameters can tip it over
+            too_large = (
+                f"The request content was too large ({len(payload)} bytes > {self.bus.nc.max_payload} bytes)."
+            )
+            return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=too_large))
+        message = Outgoing(
+            subject=subjects.invoke_subject(owner, path), payload=payload, msg_id=activation_id
         )
+        return Planned(rule_log(key, action_ref, activation_id=activation_id), message)
 
 
 def _not_matched(key: str, action_ref: str) -> str:

@@ -32,11 +32,22 @@ class TriggerEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     trigger: str  # the trigger's name
     subject: str  # the caller's key uuid (the activation's `subject`)
     payload: dict[str, Any] = {}  # what the caller sent: the trigger record's result
-    arguments: dict[str, Any] = {}  # trigger parameters < payload, plus `__ow_headers`: what actions get
+    parameters: dict[str, Any] = {}  # the trigger's parameters when it was fired
+    headers: dict[str, str] = {}  # the fire request's headers, lowercased, without credentials
     cloudevent: dict[str, Any] | None = None  # CloudEvent context attributes, when the fire was one
     hops: int = 0  # how many action-caused events led to this one
     published: int = 0  # epoch ms when the API accepted it: the trigger record's `start`
     transaction_id: str = ""  # the fire request's X-Request-ID
+
+
+def event_arguments(event: TriggerEvent) -> dict[str, Any]:
+    """What a rule's action gets from the event: trigger parameters < payload, plus `__ow_headers` (#5273)
+    and, for a CloudEvent, its attributes as `__ow_cloudevent`. Computed here rather than carried, so an
+    event holds its payload once."""
+    arguments = {**event.parameters, **event.payload, "__ow_headers": event.headers}
+    if event.cloudevent is not None:
+        arguments["__ow_cloudevent"] = event.cloudevent
+    return arguments
 
 
 def filter_document(payload: Mapping[str, Any], attributes: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from api.routing import Operation, route
 from api.throttling import throttles_of
 from broker import codec, subjects
 from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
-from broker.entities import TRIGGERS, Trigger, validate_name
+from broker.entities import TRIGGERS, validate_name
 from broker.errors import BadRequest, PayloadTooLarge
 from broker.health import now_ms
 from broker.limits import PAYLOAD_MAX_BYTES
@@ -80,16 +80,6 @@ def loop_message(hops: int, allowed: int) -> str:
     )
 
 
-def arguments(trigger: Trigger, incoming: Incoming, headers: dict[str, str]) -> dict[str, Any]:
-    """Trigger parameters < payload, plus `__ow_headers` (and `__ow_cloudevent` for a CloudEvent)."""
-    args: dict[str, Any] = {p.key: p.value for p in trigger.parameters}
-    args.update(incoming.payload)
-    args["__ow_headers"] = headers
-    if incoming.attributes is not None:
-        args["__ow_cloudevent"] = incoming.attributes
-    return args
-
-
 @route(
     ENTITY_PATH,
     "POST",
@@ -126,7 +116,8 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
         trigger=name,
         subject=identity.uuid,
         payload=incoming.payload,
-        arguments=arguments(trigger, incoming, ow_headers(request)),
+        parameters={p.key: p.value for p in trigger.parameters},
+        headers=ow_headers(request),
         cloudevent=incoming.attributes,
         hops=hops,
         published=now_ms(),

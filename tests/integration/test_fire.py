@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,15 +18,16 @@ import pytest
 from starlette.applications import Starlette
 
 from api.routes.invoke import InvokeGateway, attach
+from broker import codec, subjects
 from broker.activation_store import ActivationStore
-from broker.activations import Activation
-from broker.bus import JetStreamBus
+from broker.activations import Activation, new_activation_id
+from broker.bus import JetStreamBus, Outgoing
 from broker.config import Settings
 from broker.entity_store import EntityStore
-from broker.errors import NotFound
+from broker.errors import InternalError, NotFound
 from broker.recorder import ActivationRecorder
-from broker.rule_engine import RuleEngine
-from broker.trigger_events import fire_id
+from broker.rule_engine import GAVE_UP, RuleEngine
+from broker.trigger_events import TriggerEvent, fire_id
 from runtimes.invoker import InvokerAgent
 from tests.integration.test_fuzz_api import EchoPool
 
@@ -50,13 +52,15 @@ async def platform(
         yield engine
 
 
-async def eventually_record(activations: ActivationStore, namespace: str, aid: str) -> Activation:
-    deadline = time.monotonic() + 15
+async def eventually_record(
+    activations: ActivationStore, namespace: str, aid: str, deadline_s: float = 15
+) -> Activation:
+    deadline = time.monotonic() + deadline_s
     while True:
         try:
             return await activations.get(namespace, aid)
         except NotFound:
-            assert time.monotonic() < deadline, f"no record {aid} within 15 s"
+            assert time.monotonic() < deadline, f"no record {aid} within {deadline_s} s"
             await asyncio.sleep(0.05)
 
 
@@ -271,3 +275,60 @@ async def test_too_many_hops_is_refused_and_recorded(
     run_line = lines(await eventually_record(activation_store, ns, ok.json()["activationId"]))[0]
     run = await eventually_record(activation_store, ns, run_line["activationId"])
     assert run.cause == ok.json()["activationId"]
+
+
+async def test_a_payload_near_the_1_mb_limit_is_accepted_and_reaches_the_action(
+    ns_client: httpx.AsyncClient, platform: RuleEngine, activation_store: ActivationStore
+) -> None:
+    ns = ns_client.namespace  # type: ignore[attr-defined]
+    await setup(ns_client)
+    blob = "x" * (900 * 1024)
+    r = await ns_client.post("/api/v1/namespaces/_/triggers/t", json={"blob": blob})
+    assert r.status_code == 202, r.text
+    (line,) = lines(await eventually_record(activation_store, ns, r.json()["activationId"]))
+    run = await eventually_record(activation_store, ns, line["activationId"])
+    assert run.response.result["blob"] == blob
+    too_big = await ns_client.post("/api/v1/namespaces/_/triggers/t", json={"blob": "x" * (1024 * 1024)})
+    assert too_big.status_code == 413 and set(too_big.json()) == {"error", "code"}
+
+
+async def test_a_run_whose_arguments_outgrow_a_message_is_a_failed_rule_not_a_stuck_event(
+    ns_client: httpx.AsyncClient, platform: RuleEngine, activation_store: ActivationStore
+) -> None:
+    ns = ns_client.namespace  # type: ignore[attr-defined]
+    await setup(ns_client)
+    big_default = {**CODE, "parameters": [{"key": "defaults", "value": "y" * (600 * 1024)}]}
+    assert (
+        await ns_client.put("/api/v1/namespaces/_/actions/a0?overwrite=true", json=big_default)
+    ).status_code == 200
+    r = await ns_client.post("/api/v1/namespaces/_/triggers/t", json={"blob": "x" * (600 * 1024)})
+    assert r.status_code == 202
+    (line,) = lines(await eventually_record(activation_store, ns, r.json()["activationId"]))
+    assert line["statusCode"] == 1 and "too large" in line["error"] and "activationId" not in line
+
+
+class BrokenEngine(RuleEngine):
+    """An engine whose every attempt fails, as one would on an event it cannot handle."""
+
+    async def plan(self, event: TriggerEvent) -> list[Outgoing]:
+        raise InternalError("cannot plan this event")
+
+
+async def test_an_event_that_keeps_failing_is_recorded_as_failed_after_its_deliveries(
+    bus: JetStreamBus, store: EntityStore, activation_store: ActivationStore, settings: Settings
+) -> None:
+    namespace = f"poison-{uuid.uuid4().hex[:8]}"
+    event = TriggerEvent(
+        activationId=new_activation_id(),
+        namespace=namespace,
+        trigger="t",
+        subject="s",
+        published=int(time.time() * 1000),
+    )
+    async with BrokenEngine(bus, store, settings), ActivationRecorder(bus, activation_store):
+        await bus.publish(
+            subjects.trigger_subject(namespace, "t"), codec.encode(event), msg_id=event.activationId
+        )
+        record = await eventually_record(activation_store, namespace, event.activationId, deadline_s=30)
+    assert record.response.status == "whisk internal error"
+    assert record.response.result == {"error": f"{GAVE_UP} cannot plan this event"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import msgspec
 import pytest
 
 from broker.action_refs import ResolvedAction
@@ -15,6 +16,7 @@ from broker.rule_engine import CODE_CLIENT, rule_arguments, rule_log
 from broker.trigger_events import (
     TriggerEvent,
     attempt_activation_id,
+    event_arguments,
     filter_document,
     fire_id,
     rule_activation_id,
@@ -99,3 +101,18 @@ def test_rule_arguments_merge_package_action_and_event_with_final() -> None:
     assert rule_arguments(resolved, {"e": 1}) == {"p": "action", "fixed": 1, "q": "pkg", "e": 1}
     with pytest.raises(BadRequest):
         rule_arguments(resolved, {"fixed": 2})  # a final parameter cannot be overridden by the event
+
+
+def test_event_arguments_are_parameters_under_the_payload_with_headers_and_cloudevent() -> None:
+    plain = TriggerEvent(
+        activationId="a" * 32,
+        namespace="ns",
+        trigger="t",
+        subject="u",
+        payload={"p": "payload", "x": 1},
+        parameters={"p": "trigger", "q": 2},
+        headers={"x-h": "v"},
+    )
+    assert event_arguments(plain) == {"p": "payload", "q": 2, "x": 1, "__ow_headers": {"x-h": "v"}}
+    cloud = msgspec.structs.replace(plain, cloudevent={"type": "t"})
+    assert event_arguments(cloud)["__ow_cloudevent"] == {"type": "t"}
