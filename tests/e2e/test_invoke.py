@@ -16,7 +16,7 @@ import textwrap
 import time
 import uuid
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from broker.recorder import ActivationRecorder
 from runtimes.invoker import invoker_role
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.podman_service import PodmanService
+from tests.conditions import eventually
 
 pytestmark = [pytest.mark.e2e]
 
@@ -56,14 +57,6 @@ def zipped(files: dict[str, str]) -> str:
         for name, text in files.items():
             archive.writestr(name, text)
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {deadline_s} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def with_routes(app: Starlette) -> Starlette:

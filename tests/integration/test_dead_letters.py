@@ -3,11 +3,9 @@ pool is a stand-in that fails a set number of times: the attempt records, the le
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -30,6 +28,7 @@ from broker.recorder import ActivationRecorder
 from broker.retry_policy import RetryPolicy
 from runtimes.contract import RunOutcome, RunRequest
 from runtimes.invoker import InvokerAgent
+from tests.conditions import eventually
 
 FAST = RetryPolicy(attempts=3, delayMs=20, backoff="exponential", maxDelayMs=100)
 
@@ -54,13 +53,6 @@ class FlakyPool:
 
     def ran(self, name: str) -> list[str]:
         return [r.run.activation_id for r in self.runs if r.init.name == name]
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], deadline_s: float = 15.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from broker.invocations import Invocation
 from broker.recorder import ActivationRecorder
 from runtimes.contract import RunOutcome, RunRequest
 from runtimes.invoker import InvokerAgent
+from tests.conditions import eventually
 
 UNAVAILABLE = "The server is currently unavailable (because it is overloaded or down for maintenance)."
 
@@ -68,13 +69,6 @@ class FakePool:
 
     def ran(self, namespace: str) -> list[str]:
         return [r.run.activation_id for r in self.runs if r.run.namespace == namespace]
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], deadline_s: float = 15.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
