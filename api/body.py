@@ -8,6 +8,7 @@ import msgspec
 from starlette.requests import Request
 
 from broker.errors import BadRequest, PayloadTooLarge
+from broker.limits import too_large_message
 
 T = TypeVar("T")
 
@@ -29,10 +30,6 @@ async def read_bytes(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> by
             raise PayloadTooLarge(too_large_message(size, max_bytes))
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def too_large_message(size: int, limit: int) -> str:
-    return f"The request content was too large ({size} bytes > {limit} bytes)."
 
 
 async def read_json(request: Request, type_: type[T], max_bytes: int = MAX_REQUEST_BYTES) -> T:

@@ -4,9 +4,9 @@ binding parameters beneath its own. Used by sequences (each component) and the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from broker import params
+from broker import kinds, params
 from broker.entities import ACTIONS, PACKAGES, Action, Collection, Entity, KeyValue, parse_fqn
 from broker.entity_store import Stored
 from broker.errors import BadRequest, NotFound
@@ -54,3 +54,16 @@ async def resolve_component(store: Reader, ref: str, namespace: str) -> Resolved
         binding = f"{root}/{package}"
     stored = await store.get(ACTIONS, owner, f"{owner_package}/{fqn.name}")
     return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=layers, binding=binding)
+
+
+def action_arguments(action: Action, bound: list[KeyValue], payload: dict[str, Any]) -> dict[str, Any]:
+    """What an action receives: package < binding (`bound`) < action < payload, with `final` enforced.
+
+    A sequence receives the payload alone, as in OpenWhisk: its only parameter is the component list.
+    """
+    if action.exec.kind == kinds.SEQUENCE:
+        params.check_payload(payload, action.parameters, action.annotations)
+        return payload
+    return params.invocation_arguments(
+        package=bound, action=action.parameters, annotations=action.annotations, payload=payload
+    )

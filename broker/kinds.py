@@ -81,6 +81,15 @@ def runtime_of(kind: str) -> Runtime | None:
     return _BY_KIND.get(kind)
 
 
+def check_invocable(kind: str) -> None:
+    """400 in OpenWhisk's words for a stored action whose runtime is no longer offered (sequences run)."""
+    if kind != SEQUENCE and runtime_of(kind) is None:
+        raise BadRequest(
+            f"The '{kind}' runtime is no longer supported. "
+            "You may read and delete but not update or invoke this action."
+        )
+
+
 def image_family(kind: str) -> str:
     """The runtime image family an action of `kind` runs on; 400 for a kind that does not run in one."""
     runtime = runtime_of(kind)

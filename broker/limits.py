@@ -107,6 +107,11 @@ def parameters_size(parameters: list[KeyValue]) -> int:
     return sum(len(p.key.encode()) + len(msgspec.json.encode(p.value)) for p in parameters)
 
 
+def too_large_message(size: int, limit: int) -> str:
+    """OpenWhisk's 413 text for a request (or a message made from one) over its limit."""
+    return f"The request content was too large ({size} bytes > {limit} bytes)."
+
+
 def too_large(field: str, size: int, allowed: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"{field} larger than allowed: {size} > {allowed} bytes.")
 

@@ -26,23 +26,25 @@ import nats.js.errors
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 
-from broker import codec, kinds, params, subjects
-from broker.action_refs import ResolvedAction, resolve_component
+from broker import codec, kinds, subjects
+from broker.action_refs import action_arguments, resolve_component
 from broker.activations import INTERNAL_ERROR, SUCCESS, Activation, make_response
 from broker.bus import JetStreamBus, Outgoing, translate
 from broker.config import Settings
-from broker.entities import INITIAL_VERSION, TRIGGERS, ReducedRule, Trigger
+from broker.entities import INITIAL_VERSION, TRIGGERS, ReducedRule, Trigger, storage_path
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, SquallError, WrongCollection
 from broker.event_patterns import matches
 from broker.health import now_ms
 from broker.invocations import Invocation
+from broker.limits import too_large_message
 from broker.rule_links import active_rules
 from broker.trigger_events import (
     TriggerEvent,
     event_arguments,
     filter_document,
+    loop_message,
     rule_activation_id,
     trigger_record,
 )
@@ -77,9 +79,16 @@ def consumer_config(ack_wait_s: float) -> api.ConsumerConfig:
 
 
 def rule_log(
-    rule: str, action: str, *, code: int = CODE_OK, activation_id: str | None = None, error: str | None = None
+    rule: str,
+    action: str,
+    *,
+    code: int = CODE_OK,
+    activation_id: str | None = None,
+    error: str | None = None,
+    skipped: str | None = None,
 ) -> str:
-    """One line of a trigger record's `logs`: a JSON string per rule, in OpenWhisk's field order."""
+    """One line of a trigger record's `logs`: a JSON string per rule, in OpenWhisk's field order (`skipped`,
+    Squall's, says why a rule invoked nothing without failing)."""
     line: dict[str, Any] = {"statusCode": code, "success": error is None}
     if activation_id is not None:
         line["activationId"] = activation_id
@@ -87,6 +96,8 @@ def rule_log(
     line["action"] = action
     if error is not None:
         line["error"] = error
+    if skipped is not None:
+        line["skipped"] = skipped
     return msgspec.json.encode(line).decode()
 
 
@@ -213,11 +224,8 @@ class RuleEngine:
         lines: list[str] = []
         outgoing: list[Outgoing] = []
         if event.hops > self.settings.max_hops:
-            lines.append(
-                rule_log(
-                    "*", "*", code=CODE_CLIENT, error=f"refused: {event.hops} hops > {self.settings.max_hops}"
-                )
-            )
+            refused = loop_message(event.hops, self.settings.max_hops)
+            lines.append(rule_log("*", "*", code=CODE_CLIENT, error=refused))
         elif trigger is not None:
             document = filter_document(event.payload, event.cloudevent)
             rules = active_rules(trigger)
@@ -254,24 +262,21 @@ class RuleEngine:
     ) -> Planned:
         action_ref = f"{rule.action.path}/{rule.action.name}"
         if isinstance(rule.filter, dict) and not matches(rule.filter, document):
-            return Planned(_not_matched(key, action_ref))
+            return Planned(rule_log(key, action_ref, skipped=NOT_MATCHED))
         try:
             resolved = await resolve_component(self._cache, "/" + action_ref, event.namespace)
         except (NotFound, WrongCollection):
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=NotFound().message))
-        action = resolved.action
-        if action.exec.kind != kinds.SEQUENCE and kinds.runtime_of(action.exec.kind) is None:
-            refused = f"The '{action.exec.kind}' runtime is no longer supported."
-            return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=refused))
         try:
-            arguments = rule_arguments(resolved, event_arguments(event))
+            kinds.check_invocable(resolved.action.exec.kind)
+            arguments = action_arguments(resolved.action, resolved.parameters, event_arguments(event))
         except BadRequest as exc:
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=exc.message))
         if self.admit is not None:
             refusal = await self.admit(event.namespace)
             if refusal is not None:
                 return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=refusal))
-        owner, path = _owner_and_path(resolved)
+        owner, path = storage_path(resolved.action)
         activation_id = rule_activation_id(event.activationId, key)
         invocation = Invocation(
             activationId=activation_id,
@@ -290,40 +295,12 @@ class RuleEngine:
         )
         payload = codec.encode(invocation)
         if len(payload) > self.bus.nc.max_payload:  # the action's own parameters can tip it over
-            too_large = (
-                f"The request content was too large ({len(payload)} bytes > {self.bus.nc.max_payload} bytes)."
-            )
+            too_large = too_large_message(len(payload), self.bus.nc.max_payload)
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=too_large))
         message = Outgoing(
             subject=subjects.invoke_subject(owner, path), payload=payload, msg_id=activation_id
         )
         return Planned(rule_log(key, action_ref, activation_id=activation_id), message)
-
-
-def _not_matched(key: str, action_ref: str) -> str:
-    line = {"statusCode": CODE_OK, "success": True, "rule": key, "action": action_ref, "skipped": NOT_MATCHED}
-    return msgspec.json.encode(line).decode()
-
-
-def rule_arguments(resolved: ResolvedAction, event_arguments: dict[str, Any]) -> dict[str, Any]:
-    """What a rule's action receives: package < binding < action < event (trigger parameters + payload), with
-    `final` enforced; a sequence receives the event alone, as when invoked."""
-    action = resolved.action
-    if action.exec.kind == kinds.SEQUENCE:
-        params.check_payload(event_arguments, action.parameters, action.annotations)
-        return event_arguments
-    return params.invocation_arguments(
-        package=resolved.parameters,
-        action=action.parameters,
-        annotations=action.annotations,
-        payload=event_arguments,
-    )
-
-
-def _owner_and_path(resolved: ResolvedAction) -> tuple[str, str]:
-    """Where the resolved action lives: (namespace, `name` or `pkg/name`)."""
-    root, _, package = resolved.action.namespace.partition("/")
-    return root, f"{package}/{resolved.action.name}" if package else resolved.action.name
 
 
 async def ensure_consumer(bus: JetStreamBus, settings: Settings) -> None:

@@ -40,6 +40,14 @@ class TriggerEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     transaction_id: str = ""  # the fire request's X-Request-ID
 
 
+def loop_message(hops: int, allowed: int) -> str:
+    """Why an event past the hop limit is refused (at the API, and by the engine for other producers)."""
+    return (
+        f"The event has passed through {hops} hops, more than the {allowed} allowed: "
+        "refused to break a possible trigger loop."
+    )
+
+
 def event_arguments(event: TriggerEvent) -> dict[str, Any]:
     """What a rule's action gets from the event: trigger parameters < payload, plus `__ow_headers` (#5273)
     and, for a CloudEvent, its attributes as `__ow_cloudevent`. Computed here rather than carried, so an

@@ -14,19 +14,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity
-from api.body import read_bytes, too_large_message
+from api.body import read_bytes
 from api.cloudevents import Incoming, read_event
 from api.context import JSON, authenticated, services
 from api.request_id import request_id_of
 from api.routes.invoke import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
 from api.routing import Operation, route
 from api.throttling import throttles_of
-from broker import codec, subjects
+from broker import codec, params, subjects
 from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
 from broker.entities import TRIGGERS, validate_name
 from broker.errors import BadRequest, PayloadTooLarge
 from broker.health import now_ms
-from broker.limits import PAYLOAD_MAX_BYTES
+from broker.limits import PAYLOAD_MAX_BYTES, too_large_message
 from broker.rule_links import active_rules
 from broker.trigger_events import (
     HOPS_EXTENSION,
@@ -34,6 +34,7 @@ from broker.trigger_events import (
     IDEMPOTENCY_HEADER,
     TriggerEvent,
     fire_id,
+    loop_message,
     trigger_record,
 )
 
@@ -73,13 +74,6 @@ def hop_count(request: Request, incoming: Incoming) -> int:
     return hops
 
 
-def loop_message(hops: int, allowed: int) -> str:
-    return (
-        f"The event has passed through {hops} hops, more than the {allowed} allowed: "
-        "refused to break a possible trigger loop."
-    )
-
-
 @route(
     ENTITY_PATH,
     "POST",
@@ -116,7 +110,7 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
         trigger=name,
         subject=identity.uuid,
         payload=incoming.payload,
-        parameters={p.key: p.value for p in trigger.parameters},
+        parameters=params.as_arguments(trigger.parameters),
         headers=ow_headers(request),
         cloudevent=incoming.attributes,
         hops=hops,

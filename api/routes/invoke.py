@@ -18,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity, credentials_of
-from api.body import query_bool, read_bytes, too_large_message
+from api.body import query_bool, read_bytes
 from api.context import JSON, authenticated, services
 from api.request_id import request_id_of
 from api.routes.packages import resolve_package
 from api.routing import Operation, Param, route
 from api.throttling import throttles_of
-from broker import codec, kinds, params, subjects
+from broker import codec, kinds, subjects
+from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.bus import JetStreamBus
 from broker.entities import ACTIONS, Action, KeyValue, split_path
@@ -33,7 +34,7 @@ from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
 from broker.health import INVOKERS_BUCKET, InvokerRegistry, now_ms
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
-from broker.limits import PAYLOAD_MAX_BYTES
+from broker.limits import PAYLOAD_MAX_BYTES, too_large_message
 
 log = logging.getLogger("squall.api")
 
@@ -223,27 +224,6 @@ async def resolve_target(request: Request, identity: Identity) -> Target:
     )
 
 
-def runtime_deprecated(kind: str) -> str:
-    return (
-        f"The '{kind}' runtime is no longer supported. "
-        "You may read and delete but not update or invoke this action."
-    )
-
-
-def arguments(target: Target, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the action receives: package < binding < action < payload, with `final` enforced.
-
-    A sequence receives the payload alone, as in OpenWhisk: its only parameter is the component list.
-    """
-    action = target.action
-    if action.exec.kind == kinds.SEQUENCE:
-        params.check_payload(payload, action.parameters, action.annotations)
-        return payload
-    return params.invocation_arguments(
-        package=target.parameters, action=action.parameters, annotations=action.annotations, payload=payload
-    )
-
-
 def api_key_for(request: Request, action: Action) -> str | None:
     """The caller's key, for actions that ask for it (`provide-api-key`, true when absent, as OpenWhisk reads it).
     A sequence carries it for its components, which each decide for themselves."""
@@ -300,15 +280,14 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     payload = parse_payload(await read_bytes(request, PAYLOAD_MAX_BYTES))
     target = await resolve_target(request, identity)
     action = target.action
-    if action.exec.kind != kinds.SEQUENCE and kinds.runtime_of(action.exec.kind) is None:
-        raise BadRequest(runtime_deprecated(action.exec.kind))
+    kinds.check_invocable(action.exec.kind)
     # The caller's namespace pays, as in OpenWhisk; a sequence counts once, its components not at all.
     await throttles_of(request).check_invoke(identity.namespace)
     invocation = Invocation(
         activationId=new_activation_id(),
         namespace=identity.namespace,
         action=f"{target.owner}/{target.path}",
-        params=arguments(target, payload),
+        params=action_arguments(action, target.parameters, payload),
         blocking=blocking,
         subject=identity.uuid,
         api_key=api_key_for(request, action),

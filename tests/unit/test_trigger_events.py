@@ -8,11 +8,11 @@ import re
 import msgspec
 import pytest
 
-from broker.action_refs import ResolvedAction
+from broker.action_refs import ResolvedAction, action_arguments
 from broker.activations import APPLICATION_ERROR, make_response
 from broker.entities import Action, Exec, KeyValue
 from broker.errors import BadRequest
-from broker.rule_engine import CODE_CLIENT, rule_arguments, rule_log
+from broker.rule_engine import CODE_CLIENT, rule_log
 from broker.trigger_events import (
     TriggerEvent,
     attempt_activation_id,
@@ -84,7 +84,7 @@ def test_rule_log_lines_are_json_strings_in_openwhisks_field_order() -> None:
     assert failed == {"statusCode": 1, "success": False, "rule": "ns/r", "action": "ns/a", "error": "gone"}
 
 
-def test_rule_arguments_merge_package_action_and_event_with_final() -> None:
+def test_action_arguments_merge_package_action_and_event_with_final() -> None:
     action = Action(
         namespace="ns/pkg",
         name="a",
@@ -98,9 +98,16 @@ def test_rule_arguments_merge_package_action_and_event_with_final() -> None:
         parameters=[KeyValue(key="p", value="pkg"), KeyValue(key="q", value="pkg")],
         binding=None,
     )
-    assert rule_arguments(resolved, {"e": 1}) == {"p": "action", "fixed": 1, "q": "pkg", "e": 1}
+    assert action_arguments(resolved.action, resolved.parameters, {"e": 1}) == {
+        "p": "action",
+        "fixed": 1,
+        "q": "pkg",
+        "e": 1,
+    }
     with pytest.raises(BadRequest):
-        rule_arguments(resolved, {"fixed": 2})  # a final parameter cannot be overridden by the event
+        action_arguments(
+            resolved.action, resolved.parameters, {"fixed": 2}
+        )  # a final parameter cannot be overridden by the event
 
 
 def test_event_arguments_are_parameters_under_the_payload_with_headers_and_cloudevent() -> None:
