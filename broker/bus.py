@@ -39,7 +39,11 @@ H = TypeVar("H")  # a bucket handle: KeyValue or ObjectStore
 DUPLICATE_WINDOW_S = 120.0
 RECONNECT_WAIT_S = 2.0
 _BOOT_RETRY_WAIT_S = 0.2
-MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
+MAX_IN_FLIGHT = 4096
+# A listing's ephemeral consumer outlives its unsubscribe by this long on the server; short, so a busy API
+# listing many times a second does not pile up consumers.
+SCAN_CONSUMER_TTL_S = 5.0
+SCAN_BATCH = 256  # unacknowledged async publishes before publishers wait
 _STREAM_EXISTS_DIFFERENTLY = 10058  # JSStreamNameExistErr: same name, other config
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
@@ -348,6 +352,47 @@ class JetStreamBus:
                 raise translate(exc, f"binding {what} {bucket}") from None
             cache[bucket] = handle
         return handle
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    async def last_per_subject(
+        self, stream: str, subjects_filter: str, *, headers_only: bool = False
+    ) -> list[Msg]:
+        """The newest message of every subject matching `subjects_filter` in `stream`, in one consumer pass
+        (only their headers with `headers_only`).
+
+        Not KeyValue.watch()/keys(): their "caught up" marker compares the consumer's pending count with
+        messages the callback has *processed*, so a fast delivery ends them early and a listing silently
+        misses entries. A pull consumer delivers nothing until asked, so its pending count right after
+        creation is an exact snapshot.
+        """
+        js = self.js
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=api.AckPolicy.NONE,
+            headers_only=headers_only or None,
+            mem_storage=True,
+            inactive_threshold=SCAN_CONSUMER_TTL_S,
+        )
+        found: list[Msg] = []
+        try:
+            sub = await js.pull_subscribe(subjects_filter, stream=stream, config=config)
+            info = await sub.consumer_info()
+            try:
+                remaining = info.num_pending or 0
+                while remaining > 0:
+                    batch = await sub.fetch(min(remaining, SCAN_BATCH), timeout=self.request_timeout)
+                    for msg in batch:
+                        remaining = msg.metadata.num_pending
+                        found.append(msg)
+            finally:
+                await sub.unsubscribe()
+                # Best effort: the inactivity threshold removes the consumer anyway.
+                with contextlib.suppress(Exception):
+                    await js.delete_consumer(stream, info.name)
+        except Exception as exc:
+            raise translate(exc, f"reading {stream} {subjects_filter}") from None
+        return found
 
     # -- publishing --------------------------------------------------------------------------------
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import re
 from typing import Any, Final, Literal
 
 import msgspec
-from nats.js import api
 
 from broker import codec, subjects
 from broker.activations import SUCCESS, Activation
@@ -30,8 +28,6 @@ from broker.trigger_events import attempt_activation_id
 REDRIVE_ATTEMPT: Final = 1001
 # The error text kept in a letter: enough to see what went wrong; the attempt's record has all of it.
 REASON_MAX_CHARS: Final = 4096
-_SCAN_BATCH: Final = 256
-_SCAN_CONSUMER_TTL_S: Final = 5.0
 _LETTER_ID = re.compile(r"[0-9a-f]{32}")
 
 Verdict = Literal["done", "retry", "dead-letter"]
@@ -244,33 +240,10 @@ class DeadLetters:
     async def _index(self, namespace: str) -> builtins.list[LetterRef]:
         """Where each letter of a namespace is, read in one consumer pass over headers only: a listing
         decodes just the page it answers."""
-        js, stream = self.bus.js, subjects.DEADLETTER_STREAM
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            ack_policy=api.AckPolicy.NONE,
-            headers_only=True,
-            mem_storage=True,
-            inactive_threshold=_SCAN_CONSUMER_TTL_S,
+        found = await self.bus.last_per_subject(
+            subjects.DEADLETTER_STREAM, namespace_filter(namespace), headers_only=True
         )
-        refs: builtins.list[LetterRef] = []
-        try:
-            # A pull consumer delivers nothing until asked: its pending count right after creation is exact.
-            sub = await js.pull_subscribe(namespace_filter(namespace), stream=stream, config=config)
-            info = await sub.consumer_info()
-            try:
-                remaining = info.num_pending or 0
-                while remaining > 0:
-                    batch = await sub.fetch(min(remaining, _SCAN_BATCH), timeout=self.bus.request_timeout)
-                    for msg in batch:
-                        remaining = msg.metadata.num_pending
-                        refs.append(LetterRef(seq=msg.metadata.sequence.stream, subject=msg.subject))
-            finally:
-                await sub.unsubscribe()
-                with contextlib.suppress(Exception):  # the inactivity threshold removes it anyway
-                    await js.delete_consumer(stream, info.name)
-        except Exception as exc:
-            raise translate(exc, "listing dead letters") from None
-        return refs
+        return [LetterRef(seq=msg.metadata.sequence.stream, subject=msg.subject) for msg in found]
 
     async def _purge(self, subject: str, upto: int | None = None) -> None:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from typing import Generic, NamedTuple, TypeVar
 
 import msgspec
 import nats.js.errors
-from nats.js import api
 
 from broker import codec, subjects
 from broker.bus import JetStreamBus, translate
@@ -33,10 +31,6 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 # Entity bodies above this size go to the object store (a KV value must fit one NATS message, 1 MB by default).
 INLINE_MAX_BYTES = 256 * 1024
-# A listing's ephemeral consumer outlives its unsubscribe by this long on the server; short, so a
-# busy API listing many times a second does not pile up consumers.
-_SCAN_CONSUMER_TTL_S = 5.0
-_SCAN_BATCH = 256
 
 
 class _Item(NamedTuple):
@@ -322,39 +316,13 @@ class EntityStore:
 
     async def _scan(self, bucket: str, pattern: str) -> builtins.list[_Item]:
         """Current values of the keys matching `pattern` (deleted ones left out), in one consumer pass."""
-        # Not KeyValue.watch()/keys(): their "caught up" marker compares the consumer's pending count
-        # with messages the callback has *processed*, so a fast delivery ends them early and a listing
-        # silently misses entries. A pull consumer delivers nothing until asked, so its pending count
-        # right after creation is an exact snapshot.
         await self._bus.kv(bucket)  # a missing bucket is Unavailable, not NotFound
-        js, stream, prefix = self._bus.js, f"KV_{bucket}", f"$KV.{bucket}."
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            ack_policy=api.AckPolicy.NONE,
-            mem_storage=True,
-            inactive_threshold=_SCAN_CONSUMER_TTL_S,
-        )
-        items: builtins.list[_Item] = []
-        try:
-            sub = await js.pull_subscribe(prefix + pattern, stream=stream, config=config)
-            info = await sub.consumer_info()
-            try:
-                remaining = info.num_pending or 0
-                while remaining > 0:
-                    batch = await sub.fetch(min(remaining, _SCAN_BATCH), timeout=self._bus.request_timeout)
-                    for msg in batch:
-                        remaining = msg.metadata.num_pending
-                        if not _is_tombstone(msg.headers):
-                            key = msg.subject[len(prefix) :]
-                            items.append(_Item(key, msg.data, msg.metadata.sequence.stream))
-            finally:
-                await sub.unsubscribe()
-                # Best effort: the inactivity threshold removes the consumer anyway.
-                with contextlib.suppress(Exception):
-                    await js.delete_consumer(stream, info.name)
-        except Exception as exc:
-            raise translate(exc, f"listing {bucket} {pattern}") from None
-        return items
+        prefix = f"$KV.{bucket}."
+        return [
+            _Item(msg.subject[len(prefix) :], msg.data, msg.metadata.sequence.stream)
+            for msg in await self._bus.last_per_subject(f"KV_{bucket}", prefix + pattern)
+            if not _is_tombstone(msg.headers)
+        ]
 
 
 def _is_tombstone(headers: dict[str, str] | None) -> bool:
