@@ -16,6 +16,7 @@ from broker.admin import create_namespace
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
+from broker.recorder import ActivationRecorder
 
 
 def basic(key: str) -> dict[str, str]:
@@ -40,6 +41,13 @@ async def activation_store(settings: Settings) -> AsyncIterator[ActivationStore]
     async with ActivationStore.from_settings(settings) as activations:
         await activations.provision()
         yield activations
+
+
+@pytest.fixture
+async def recorder(bus: JetStreamBus, activation_store: ActivationStore) -> AsyncIterator[ActivationRecorder]:
+    """The activation recorder moving records from the ACTIVATIONS stream into MongoDB, for one test."""
+    async with ActivationRecorder(bus, activation_store) as recorder:
+        yield recorder
 
 
 @pytest.fixture

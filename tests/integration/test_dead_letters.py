@@ -66,12 +66,6 @@ async def app(
 
 
 @pytest.fixture
-async def recorder(bus: JetStreamBus, activation_store: ActivationStore) -> AsyncIterator[ActivationRecorder]:
-    async with ActivationRecorder(bus, activation_store) as recorder:
-        yield recorder
-
-
-@pytest.fixture
 def pool() -> FlakyPool:
     return FlakyPool()
 

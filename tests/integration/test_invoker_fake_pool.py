@@ -91,12 +91,6 @@ async def app(
         yield app
 
 
-@pytest.fixture
-async def recorder(bus: JetStreamBus, activation_store: ActivationStore) -> AsyncIterator[ActivationRecorder]:
-    async with ActivationRecorder(bus, activation_store) as recorder:
-        yield recorder
-
-
 @contextlib.asynccontextmanager
 async def agent(
     settings: Settings, pool: FakePool, bucket: str, **kwargs: Any
