@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 from broker import codec, subjects
 from broker.bus import JetStreamBus, translate
 from broker.errors import BadRequest
+from broker.periodic import Periodic
 
 log = logging.getLogger("squall.health")
 
@@ -157,7 +158,7 @@ class HeartbeatPublisher:
         self.started = now_ms()
         self.beats = 0
         self._kv: KeyValue | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._beating = Periodic(self._beat_now, interval_s, name=f"heartbeat-{invoker_id}")
 
     def beat(self, *, stopping: bool = False) -> Heartbeat:
         load = self.load()
@@ -178,26 +179,21 @@ class HeartbeatPublisher:
     async def __aenter__(self) -> HeartbeatPublisher:
         self._kv = await invokers_bucket(self.bus, self.bucket)
         await self._put(self.beat())  # visible before the first invocation is taken
-        self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.invoker_id}")
+        await self._beating.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._beating.__aexit__(exc_type, exc, tb)
         with contextlib.suppress(Exception):  # best effort: without it the invoker goes down after 10 s
             await self._put(self.beat(stopping=True))
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self._put(self.beat())
-            except Exception as exc:  # NATS away for a moment: the next beat will tell
-                log.warning("heartbeat of %s not published: %s", self.invoker_id, exc)
+    async def _beat_now(self) -> None:
+        try:
+            await self._put(self.beat())
+        except Exception as exc:  # NATS away for a moment: the next beat will tell
+            log.warning("heartbeat of %s not published: %s", self.invoker_id, exc)
 
     async def _put(self, beat: Heartbeat) -> None:
         assert self._kv is not None
@@ -208,31 +204,11 @@ class HeartbeatPublisher:
 async def read_heartbeats(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> list[Heartbeat]:
     """Every heartbeat in the bucket (one per invoker), read in one consumer pass."""
     await invokers_bucket(bus, bucket)
-    js, stream, prefix = bus.js, f"KV_{bucket}", f"$KV.{bucket}."
-    config = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=api.AckPolicy.NONE,
-        mem_storage=True,
-        inactive_threshold=5.0,
-    )
     beats: list[Heartbeat] = []
-    try:
-        sub = await js.pull_subscribe(prefix + ">", stream=stream, config=config)
-        info = await sub.consumer_info()
-        try:
-            remaining = info.num_pending or 0
-            while remaining > 0:
-                for msg in await sub.fetch(min(remaining, 256), timeout=bus.request_timeout):
-                    remaining = msg.metadata.num_pending
-                    if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
-                        with contextlib.suppress(BadRequest):  # a foreign value is not an invoker
-                            beats.append(codec.decode(msg.data, Heartbeat))
-        finally:
-            await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(stream, info.name)
-    except Exception as exc:
-        raise translate(exc, f"reading {bucket}") from None
+    for msg in await bus.last_per_subject(f"KV_{bucket}", f"$KV.{bucket}.>"):
+        if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
+            with contextlib.suppress(BadRequest):  # a foreign value is not an invoker
+                beats.append(codec.decode(msg.data, Heartbeat))
     return beats
 
 
@@ -252,27 +228,22 @@ class InvokerRegistry:
         self._beats: list[Heartbeat] = []
         self._read_at = 0.0  # monotonic
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._refreshing = Periodic(self._refresh_now, refresh_s, name="invoker-registry", at_once=True)
 
     async def __aenter__(self) -> InvokerRegistry:
-        self._task = asyncio.create_task(self._run(), name="invoker-registry")
+        await self._refreshing.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._refreshing.__aexit__(exc_type, exc, tb)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception as exc:
-                log.warning("reading invoker heartbeats failed: %s", exc)
-            await asyncio.sleep(self.refresh_s)
+    async def _refresh_now(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("reading invoker heartbeats failed: %s", exc)
 
     async def refresh(self) -> list[Heartbeat]:
         asked = time.monotonic()

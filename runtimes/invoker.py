@@ -46,6 +46,7 @@ from broker.health import (
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
 from broker.kinds import SEQUENCE
 from broker.limits import MB
+from broker.periodic import Periodic
 from broker.retry_policy import delay_ms
 from broker.trigger_events import attempt_activation_id
 from runtimes import activation_result as results
@@ -229,7 +230,7 @@ class InvokerAgent:
         self._stopping = False
         self._inbox = ""
         self._sub: Any = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = Periodic(self._tick, min(0.25, self.ack_wait_s / 3), name=f"invoker-{self.invoker_id}")
         self._heartbeat = HeartbeatPublisher(
             bus, self.invoker_id, self.load, version=version, bucket=health_bucket
         )
@@ -246,7 +247,7 @@ class InvokerAgent:
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox, cb=self._on_message)
         await self._heartbeat.__aenter__()
-        self._ticker = asyncio.create_task(self._tick(), name=f"invoker-{self.invoker_id}")
+        await self._ticker.__aenter__()
         await self._top_up()
         return self
 
@@ -269,10 +270,7 @@ class InvokerAgent:
         leftovers = [w.task for w in self._work.values() if w.task is not None]
         if leftovers:
             await asyncio.wait(leftovers, timeout=1.0)
-        if self._ticker is not None:  # it kept telling JetStream about long runs until now
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await self._ticker.__aexit__(None, None, None)  # it kept telling JetStream about long runs until now
         await self._heartbeat.__aexit__(None, None, None)
         await self._cache.__aexit__(None, None, None)
 
@@ -332,16 +330,14 @@ class InvokerAgent:
 
     async def _tick(self) -> None:
         """Renews pull requests as they expire, and tells JetStream that long runs are still going."""
+        await self._top_up()
         progress_every = self.ack_wait_s / 3
-        while True:
-            await asyncio.sleep(min(0.25, progress_every))
-            await self._top_up()
-            now = time.monotonic()
-            for work in list(self._work.values()):
-                if now - work.since >= progress_every:
-                    work.since = now
-                    with contextlib.suppress(Exception):
-                        await work.msg.in_progress()
+        now = time.monotonic()
+        for work in list(self._work.values()):
+            if now - work.since >= progress_every:
+                work.since = now
+                with contextlib.suppress(Exception):
+                    await work.msg.in_progress()
 
     async def _on_message(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
