@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import importlib.util
 import json
 import os
@@ -295,14 +294,15 @@ class PublishFloor:
 async def publish_floor(nats_url: str, payload: bytes, seconds: float, concurrency: int) -> PublishFloor:
     from broker import subjects
     from broker.activations import new_activation_id
-    from broker.bus import JetStreamBus, PubAck, stream_configs
+    from broker.bus import JetStreamBus, PubAck
+    from broker.topology import topology
 
     settings = Settings(nats_url=nats_url)
-    triggers = next(c for c in stream_configs(settings) if c.name == subjects.TRIGGERS_STREAM)
-    config = dataclasses.replace(triggers, name=FLOOR_STREAM, subjects=["benchfirefloor.>"])
+    triggers = next(s for s in topology(settings).streams if s.name == subjects.TRIGGERS_STREAM)
+    floor = msgspec.structs.replace(triggers, name=FLOOR_STREAM, subjects=("benchfirefloor.>",))
     subject = "benchfirefloor.guest.bench"
     async with JetStreamBus(settings, name="bench-fire-floor") as bus:
-        await bus.js.add_stream(config)
+        await bus.provision_stream(floor)
         try:
             loop = asyncio.get_running_loop()
             # Pipelined: send without waiting; JetStreamBus keeps up to 4096 acks outstanding.
@@ -605,7 +605,7 @@ def line(label: str, value: str = "", note: str = "") -> None:
 async def measure(args: argparse.Namespace, server: Server, busy_before: float) -> None:
     from broker import subjects
     from broker.bus import JetStreamBus
-    from broker.rule_engine import DURABLE
+    from broker.topology import RULE_ENGINE, topology
 
     api = Api(server.url, server.key)
     await asyncio.to_thread(api.wait_for_invoker)
@@ -630,8 +630,7 @@ async def measure(args: argparse.Namespace, server: Server, busy_before: float) 
         warm = await burst(server.host, server.port, request, args.warmup, args.concurrency, None)
         tput = await burst(server.host, server.port, request, args.seconds, args.concurrency, server.pid)
         fired = warm.accepted + tput.accepted
-        engine = await bus.js.consumer_info(subjects.TRIGGERS_STREAM, DURABLE)
-        behind = engine.num_pending + engine.num_ack_pending  # events the engine had not finished
+        behind = await bus.backlog(topology(bus.settings).consumer(RULE_ENGINE))  # events not finished
         stored_at = await until_stored(api, {t_tput: fired, a_tput: fired})
         fire_cpu = cpu_delta(cpu_before, cpu_by_name(server.pid))
         event = await bus.js.get_last_msg(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+from broker.clock import now_ms
 from broker.entity_store import EntityStore
 from broker.errors import Conflict, NotFound
-from broker.namespaces import Namespace, NamespaceLimits, key_matches, make_auth_key, now_ms, split_key
+from broker.namespaces import Namespace, NamespaceLimits, key_matches, make_auth_key, split_key
 
 
 async def exists(store: EntityStore, name: str) -> bool:

@@ -1,4 +1,9 @@
-"""The JetStream bus: one NATS connection, stream and bucket provisioning, acknowledged publishing."""
+"""The JetStream bus: one NATS connection, the topology applied to it, and publishing within the message limit.
+
+Every other module talks to NATS through this one: it alone knows the server's message size limit
+(`encode`), creates streams, buckets and consumers (`provision`, from broker/topology.py) and translates
+nats-py's exceptions into the broker's (broker/nats_errors.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import nats
@@ -17,35 +21,34 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from broker import subjects
+from broker import codec
 from broker.config import Settings
-from broker.errors import (
-    BadRequest,
-    ConcurrentModification,
-    InternalError,
-    NotFound,
-    SquallError,
-    Unavailable,
-)
+from broker.errors import InternalError, PayloadTooLarge, SquallError, Unavailable
+from broker.limits import too_large_message
+from broker.nats_errors import STREAM_EXISTS_DIFFERENTLY, describe, redact, translate
+from broker.topology import BucketSpec, ConsumerSpec, ObjectStoreSpec, StreamSpec, topology
+
+__all__ = ["JetStreamBus", "Outgoing", "PubAck", "redact", "translate"]
 
 log = logging.getLogger(__name__)
 
 H = TypeVar("H")  # a bucket handle: KeyValue or ObjectStore
+R = TypeVar("R")  # a record to publish
 
-DUPLICATE_WINDOW_S = 120.0
 RECONNECT_WAIT_S = 2.0
 _BOOT_RETRY_WAIT_S = 0.2
-MAX_IN_FLIGHT = 4096
+MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
 # A listing's ephemeral consumer outlives its unsubscribe by this long on the server; short, so a busy API
 # listing many times a second does not pile up consumers.
 SCAN_CONSUMER_TTL_S = 5.0
-SCAN_BATCH = 256  # unacknowledged async publishes before publishers wait
-_STREAM_EXISTS_DIFFERENTLY = 10058  # JSStreamNameExistErr: same name, other config
-_WRONG_LAST_SEQUENCE = (10071, 10164)
+SCAN_BATCH = 256
+# What a shrunk record must leave free of the limit for the message's headers (msg id, reply subject).
+HEADROOM_BYTES = 512
 
 
 class PubAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,79 +84,33 @@ class _AckReply(msgspec.Struct):
 _ack_decoder = msgspec.json.Decoder(_AckReply)
 
 
-def stream_configs(settings: Settings, replicas: int = 1) -> list[api.StreamConfig]:
-    """The four streams of DESIGN.md § State, as JetStream configs."""
-    max_age = settings.stream_max_age_days * 86400.0
-
-    def stream(
-        name: str, subject: str, retention: api.RetentionPolicy, age: float | None
-    ) -> api.StreamConfig:
-        return api.StreamConfig(
-            name=name,
-            subjects=[subject],
-            retention=retention,
-            max_age=age,
-            storage=api.StorageType.FILE,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-        )
-
-    limits, work_queue = api.RetentionPolicy.LIMITS, api.RetentionPolicy.WORK_QUEUE
-    return [
-        stream(subjects.TRIGGERS_STREAM, subjects.TRIGGERS_SUBJECTS, limits, max_age),
-        stream(subjects.INVOKE_STREAM, subjects.INVOKE_SUBJECTS, work_queue, None),
-        stream(subjects.ACTIVATIONS_STREAM, subjects.ACTIVATIONS_SUBJECTS, limits, max_age),
-        # Dead letters wait for a human: they never age out.
-        stream(subjects.DEADLETTER_STREAM, subjects.DEADLETTER_SUBJECTS, limits, None),
-    ]
+def stream_config(spec: StreamSpec) -> api.StreamConfig:
+    retention = (
+        api.RetentionPolicy.WORK_QUEUE if spec.retention == "work-queue" else api.RetentionPolicy.LIMITS
+    )
+    return api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=retention,
+        max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes,
+        storage=api.StorageType.FILE,
+        num_replicas=spec.replicas,
+        duplicate_window=spec.duplicate_window_s,
+    )
 
 
-KV_BUCKETS = (subjects.ENTITIES_BUCKET, subjects.NAMESPACES_BUCKET, subjects.AUTHKEYS_BUCKET)
-
-
-def redact(url: str) -> str:
-    """A NATS URL fit for a log line or an error message: credentials removed."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def translate(exc: BaseException, doing: str) -> SquallError:
-    """Map a nats-py exception to the broker's error hierarchy (the adapter boundary)."""
-    if isinstance(exc, SquallError):
-        return exc
-    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
-        return ConcurrentModification()
-    if isinstance(exc, nats.js.errors.NotFoundError):  # includes KeyNotFound/KeyDeleted
-        return NotFound()
-    # The KV error subclasses skip APIError.__init__, so their attributes may be missing.
-    if getattr(exc, "err_code", None) in _WRONG_LAST_SEQUENCE:
-        return ConcurrentModification()
-    if isinstance(exc, nats.js.errors.InvalidKeyError):
-        return BadRequest(f"{doing}: invalid key")
-    if isinstance(
-        exc,
-        (
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.NoServersError,
-            nats.js.errors.NoStreamResponseError,
-            nats.js.errors.ServiceUnavailableError,
-            asyncio.TimeoutError,
-            OSError,
-        ),
-    ):
-        return Unavailable(f"{doing}: NATS unavailable ({_describe(exc)})")
-    return InternalError(f"{doing}: {_describe(exc)}")
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        name=spec.durable,
+        durable_name=spec.durable,
+        filter_subject=spec.filter_subject,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.NEW if spec.deliver == "new" else api.DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait_s,
+        max_ack_pending=spec.max_ack_pending,
+        max_waiting=spec.max_waiting,
+    )
 
 
 class JetStreamBus:
@@ -164,14 +121,12 @@ class JetStreamBus:
         settings: Settings | str,
         *,
         name: str = "squall",
-        replicas: int = 1,
         connect_timeout: float = 2.0,
         request_timeout: float = 5.0,
     ) -> None:
         self.settings = settings if isinstance(settings, Settings) else Settings(nats_url=settings)
         self.url = self.settings.nats_url
         self.name = name
-        self.replicas = replicas
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self._nc: NATS | None = None
@@ -216,7 +171,7 @@ class JetStreamBus:
         except Exception as exc:
             # nats-py ends with a generic NoServersError; the attempt's own error says what went wrong.
             cause = self._last_error if isinstance(exc, nats.errors.NoServersError) else None
-            reason = _describe(cause or exc)
+            reason = describe(cause or exc)
             raise Unavailable(f"cannot reach NATS at {redact(self.url)}: {reason}") from None
         # Once up, a server role must ride out NATS restarts: reconnect forever (options are read live).
         nc.options["max_reconnect_attempts"] = -1
@@ -239,7 +194,7 @@ class JetStreamBus:
                 await asyncio.wait([fut for fut, _ in self._acks.values()], timeout=deadline)
             await asyncio.wait_for(nc.drain(), deadline)
         except (TimeoutError, ConnectionError, nats.errors.Error) as exc:
-            log.warning("NATS drain did not finish cleanly: %s", _describe(exc))
+            log.warning("NATS drain did not finish cleanly: %s", describe(exc))
         finally:
             for fut, _ in self._acks.values():
                 if not fut.done():
@@ -255,7 +210,7 @@ class JetStreamBus:
         self._last_error = exc
         # Boot failures are reported once, by connect(); later ones are news for the operator.
         level = logging.WARNING if self._nc is not None else logging.DEBUG
-        log.log(level, "NATS %s: %s", redact(self.url), _describe(exc))
+        log.log(level, "NATS %s: %s", redact(self.url), describe(exc))
 
     async def _on_disconnected(self) -> None:
         if self._nc is not None:  # not our own close()
@@ -279,44 +234,61 @@ class JetStreamBus:
     # -- provisioning ------------------------------------------------------------------------------
 
     async def provision(self) -> None:
-        """Create or update every stream and KV bucket; safe to call on every boot and concurrently."""
-        for config in stream_configs(self.settings, self.replicas):
-            await self._ensure_stream(config)
-        for bucket in KV_BUCKETS:
-            await self._ensure_bucket(bucket)
-        await self._ensure_object_store(subjects.BLOBS_BUCKET)
+        """Apply the topology (broker/topology.py): every stream, bucket, object store and durable consumer is
+        created or brought to its declared configuration; safe on every boot and concurrently."""
+        shape = topology(self.settings)
+        for stream in shape.streams:
+            await self.provision_stream(stream)
+        for bucket in shape.buckets:
+            await self.provision_bucket(bucket)
+        for objects in shape.object_stores:
+            await self.provision_object_store(objects)
+        for consumer in shape.consumers:
+            await self.provision_consumer(consumer)
 
-    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+    async def provision_stream(self, spec: StreamSpec) -> None:
+        config = stream_config(spec)
         try:
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
+                if exc.err_code != STREAM_EXISTS_DIFFERENTLY:
                     raise
                 await self.js.update_stream(config)
         except Exception as exc:
-            raise translate(exc, f"provisioning stream {config.name}") from None
+            raise translate(exc, f"provisioning stream {spec.name}") from None
 
-    async def _ensure_bucket(self, bucket: str) -> None:
+    async def provision_bucket(self, spec: BucketSpec) -> KeyValue:
+        bucket = spec.name
         self._kv[bucket] = await self._create_or_bind(
             f"bucket {bucket}",
             self.js.create_key_value(
                 bucket=bucket,
                 history=1,
+                ttl=spec.ttl_s,
                 storage=api.StorageType.FILE,
-                replicas=self.replicas,
+                replicas=spec.replicas,
                 direct=True,  # reads served by any replica, not only the stream leader
             ),
             lambda: self.js.key_value(bucket),
         )
+        return self._kv[bucket]
 
-    async def _ensure_object_store(self, bucket: str) -> None:
-        config = api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=self.replicas)
-        self._objects[bucket] = await self._create_or_bind(
-            f"object store {bucket}",
-            self.js.create_object_store(bucket, config),
-            lambda: self.js.object_store(bucket),
+    async def provision_object_store(self, spec: ObjectStoreSpec) -> None:
+        config = api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=spec.replicas)
+        self._objects[spec.name] = await self._create_or_bind(
+            f"object store {spec.name}",
+            self.js.create_object_store(spec.name, config),
+            lambda: self.js.object_store(spec.name),
         )
+
+    async def provision_consumer(self, spec: ConsumerSpec) -> None:
+        """Create a durable consumer, or bring an existing one to `spec` keeping its position (JetStream's
+        create is create-or-update for the fields that may change, such as the ack wait)."""
+        try:
+            await self.js.add_consumer(spec.stream, consumer_config(spec))
+        except Exception as exc:
+            raise translate(exc, f"provisioning consumer {spec.durable} on {spec.stream}") from None
 
     @staticmethod
     async def _create_or_bind(what: str, create: Awaitable[H], bind: Callable[[], Awaitable[H]]) -> H:
@@ -326,7 +298,7 @@ class JetStreamBus:
             try:
                 return await create
             except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_EXISTS_DIFFERENTLY:
+                if exc.err_code != STREAM_EXISTS_DIFFERENTLY:
                     raise
                 return await bind()
         except Exception as exc:
@@ -393,6 +365,94 @@ class JetStreamBus:
         except Exception as exc:
             raise translate(exc, f"reading {stream} {subjects_filter}") from None
         return found
+
+    async def last_message(self, stream: str, subject: str) -> bytes:
+        """The newest message on `subject` (NotFound when there is none)."""
+        try:
+            raw = await self.js.get_last_msg(stream, subject)
+        except Exception as exc:
+            raise translate(exc, f"reading {subject}") from None
+        return raw.data or b""
+
+    async def message(self, stream: str, seq: int) -> bytes:
+        """The message at stream sequence `seq` (NotFound when it was removed)."""
+        try:
+            raw = await self.js.get_msg(stream, seq)
+        except Exception as exc:
+            raise translate(exc, f"reading {stream} #{seq}") from None
+        return raw.data or b""
+
+    async def count(self, stream: str, subjects_filter: str | None = None) -> tuple[int, dict[str, int]]:
+        """Messages in `stream` (all, or matching a filter), and per subject when filtered."""
+        try:
+            info = await self.js.stream_info(stream, subjects_filter=subjects_filter)
+        except Exception as exc:
+            raise translate(exc, f"counting {stream} {subjects_filter or ''}") from None
+        per_subject = dict(info.state.subjects or {})
+        return (info.state.messages if subjects_filter is None else sum(per_subject.values())), per_subject
+
+    async def purge(self, stream: str, subject: str, upto: int | None = None) -> None:
+        """Remove the messages on `subject`, those up to stream sequence `upto` only when given."""
+        try:
+            # JetStream's purge keeps messages from `seq` on: one past the last counted purges all of them.
+            await self.js.purge_stream(stream, subject=subject, seq=None if upto is None else upto + 1)
+        except Exception as exc:
+            raise translate(exc, f"purging {subject}") from None
+
+    async def backlog(self, spec: ConsumerSpec) -> int:
+        """Messages a durable consumer has not acknowledged yet (not yet delivered, or being processed)."""
+        try:
+            info = await self.js.consumer_info(spec.stream, spec.durable)
+        except Exception as exc:
+            raise translate(exc, f"reading consumer {spec.durable}") from None
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+    # -- core NATS: inboxes for pull requests and replies --------------------------------------------------
+
+    def new_inbox(self) -> str:
+        return self.nc.new_inbox()
+
+    async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        try:
+            return await self.nc.subscribe(subject, cb=cb)
+        except Exception as exc:
+            raise translate(exc, f"subscribing to {subject}") from None
+
+    async def send(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """A plain NATS message, not stored: a pull request, or a record for the API request waiting on it."""
+        try:
+            await self.nc.publish(subject, payload, reply=reply)
+        except Exception as exc:
+            raise translate(exc, f"sending to {subject}") from None
+
+    async def pull(self, spec: ConsumerSpec, inbox: str, batch: int, expires_s: float) -> None:
+        """Ask the durable consumer for up to `batch` messages, delivered to `inbox` as they come."""
+        request = msgspec.json.encode({"batch": batch, "expires": int(expires_s * 1e9)})
+        await self.send(f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}", request, reply=inbox)
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection was re-established: watchers may have missed messages meanwhile."""
+        return int(self.nc.stats.get("reconnects", 0))
+
+    # -- the message limit ---------------------------------------------------------------------------
+
+    @property
+    def message_limit(self) -> int:
+        """The largest message the server takes (its `max_payload`)."""
+        return int(self.nc.max_payload)
+
+    def encode(self, record: R, shrink: Callable[[R, int], R] | None = None) -> bytes:
+        """`record` as one message: as it is when it fits; else made to fit by its own rule (`shrink`, given
+        the bytes it may use), e.g. log lines dropped from the end with OpenWhisk's notice; else PayloadTooLarge
+        (413, with OpenWhisk's wording)."""
+        payload = codec.encode(record)
+        limit = self.message_limit
+        if len(payload) > limit and shrink is not None:
+            payload = codec.encode(shrink(record, limit - HEADROOM_BYTES))
+        if len(payload) > limit:
+            raise PayloadTooLarge(too_large_message(len(payload), limit))
+        return payload
 
     # -- publishing --------------------------------------------------------------------------------
 

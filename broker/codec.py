@@ -49,10 +49,3 @@ def to_builtins(value: object) -> Any:
     """A Struct as plain dicts/lists, e.g. for a MongoDB document."""
     return msgspec.to_builtins(value)
 
-
-def from_builtins(value: object, type_: type[T]) -> T:
-    """Plain dicts/lists (a MongoDB document, a parsed body) into `type_`."""
-    try:
-        return msgspec.convert(value, type_)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"The request content was malformed:\n{exc}") from None

@@ -69,6 +69,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a broker consumer (rule engine, recorder) may hold a message unacknowledged before JetStream
     # hands it to another replica: the delay before the work of a crashed broker is picked up again.
     broker_ack_wait_s: float = 10.0
+    # How long an invoker may hold an invocation without a sign of life before another invoker gets it
+    # (OpenWhisk's controller marks an invoker offline after 10 s without a ping).
+    invoker_ack_wait_s: float = 10.0
+    # Copies of every stream, bucket and object store: 1 on one server, 3 on a NATS cluster.
+    replicas: int = 1
 
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0

@@ -17,7 +17,7 @@ import msgspec
 
 from broker import codec, subjects
 from broker.activations import SUCCESS, Activation
-from broker.bus import JetStreamBus, translate
+from broker.bus import JetStreamBus
 from broker.errors import BadRequest, InternalError, NotFound
 from broker.invocations import Invocation
 from broker.retry_policy import RetryPolicy, should_retry
@@ -168,17 +168,12 @@ class DeadLetters:
         self.bus = bus
 
     async def publish(self, letter: DeadLetter) -> None:
-        letter = fit(letter, self.bus.nc.max_payload)
         subject = subjects.deadletter_subject(letter.namespace, letter.id)
-        await self.bus.publish(subject, codec.encode(letter), msg_id=msg_id(letter.id))
+        await self.bus.publish(subject, self.bus.encode(letter, shrink=fit), msg_id=msg_id(letter.id))
 
     async def get(self, namespace: str, letter_id: str) -> DeadLetter:
         subject = subjects.deadletter_subject(namespace, validate_letter_id(letter_id))
-        try:
-            raw = await self.bus.js.get_last_msg(subjects.DEADLETTER_STREAM, subject)
-        except Exception as exc:
-            raise translate(exc, f"reading dead letter {letter_id}") from None
-        return _decode(raw.data, subject)
+        return _decode(await self.bus.last_message(subjects.DEADLETTER_STREAM, subject), subject)
 
     async def list(self, namespace: str, *, skip: int = 0, limit: int = 30) -> builtins.list[DeadLetter]:
         """A namespace's letters, newest first."""
@@ -188,13 +183,8 @@ class DeadLetters:
         return [letter for letter in letters if letter is not None]  # None: deleted meanwhile
 
     async def count(self, namespace: str) -> int:
-        try:
-            info = await self.bus.js.stream_info(
-                subjects.DEADLETTER_STREAM, subjects_filter=namespace_filter(namespace)
-            )
-        except Exception as exc:
-            raise translate(exc, "counting dead letters") from None
-        return len(info.state.subjects or {})
+        _, per_letter = await self.bus.count(subjects.DEADLETTER_STREAM, namespace_filter(namespace))
+        return len(per_letter)
 
     async def delete(self, namespace: str, letter_id: str) -> DeadLetter:
         """Remove one letter; answers it as it was."""
@@ -229,13 +219,10 @@ class DeadLetters:
 
     async def _read(self, ref: LetterRef) -> DeadLetter | None:
         try:
-            raw = await self.bus.js.get_msg(subjects.DEADLETTER_STREAM, ref.seq)
-        except Exception as exc:
-            error = translate(exc, "reading a dead letter")
-            if isinstance(error, NotFound):
-                return None
-            raise error from None
-        return _decode(raw.data, ref.subject)
+            data = await self.bus.message(subjects.DEADLETTER_STREAM, ref.seq)
+        except NotFound:
+            return None
+        return _decode(data, ref.subject)
 
     async def _index(self, namespace: str) -> builtins.list[LetterRef]:
         """Where each letter of a namespace is, read in one consumer pass over headers only: a listing
@@ -246,13 +233,7 @@ class DeadLetters:
         return [LetterRef(seq=msg.metadata.sequence.stream, subject=msg.subject) for msg in found]
 
     async def _purge(self, subject: str, upto: int | None = None) -> None:
-        try:
-            # JetStream's purge keeps messages from `seq` on: one past the last counted purges all of them.
-            await self.bus.js.purge_stream(
-                subjects.DEADLETTER_STREAM, subject=subject, seq=None if upto is None else upto + 1
-            )
-        except Exception as exc:
-            raise translate(exc, f"purging {subject}") from None
+        await self.bus.purge(subjects.DEADLETTER_STREAM, subject, upto)
 
 
 def _decode(data: bytes | None, subject: str) -> DeadLetter:

@@ -13,6 +13,7 @@ import nats.js.errors
 
 from broker import codec, subjects
 from broker.bus import JetStreamBus, translate
+from broker.clock import now_ms
 from broker.entities import ACTIONS, Action, Collection, Entity, storage_path
 from broker.errors import (
     BadRequest,
@@ -22,7 +23,7 @@ from broker.errors import (
     NotFound,
     WrongCollection,
 )
-from broker.namespaces import AuthKey, Namespace, now_ms
+from broker.namespaces import AuthKey, Namespace
 
 log = logging.getLogger("squall.store")
 

@@ -12,18 +12,17 @@ from types import TracebackType
 from typing import Final
 
 import msgspec
-import nats.js.errors
-from nats.js import api
 from nats.js.kv import KeyValue
 
 from broker import codec, subjects
-from broker.bus import JetStreamBus, translate
+from broker.bus import JetStreamBus
+from broker.clock import now_ms
 from broker.errors import BadRequest
 from broker.periodic import Periodic
+from broker.topology import INVOKERS_BUCKET, topology
 
 log = logging.getLogger("squall.health")
 
-INVOKERS_BUCKET: Final = "squall_invokers"
 HEARTBEAT_INTERVAL_S: Final = 1.0
 # OpenWhisk's controller marks an invoker offline after 10 s without a ping.
 OFFLINE_AFTER_MS: Final = 10_000
@@ -31,8 +30,6 @@ OFFLINE_AFTER_MS: Final = 10_000
 ERROR_WINDOW: Final = 10
 UNHEALTHY_ERRORS: Final = 3
 ERROR_HORIZON_S: Final = 30.0  # system errors older than this no longer count
-# A heartbeat nobody refreshed for this long is forgotten (the invoker disappears from `GET /invokers`).
-FORGET_AFTER_S: Final = 600.0
 
 UP: Final = "up"
 UNHEALTHY: Final = "unhealthy"
@@ -64,10 +61,6 @@ class Load(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int = 0
     system_errors: int = 0
     completed: int = 0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def invoker_state(beat: Heartbeat, now: int) -> str:
@@ -117,22 +110,11 @@ class ErrorWindow:
 
 
 async def invokers_bucket(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> KeyValue:
-    """The heartbeat bucket, created on first use; its TTL forgets invokers gone for good."""
-    try:
-        return await bus.js.key_value(bucket)
-    except nats.js.errors.BucketNotFoundError:
-        pass
-    except Exception as exc:
-        raise translate(exc, f"binding bucket {bucket}") from None
-    try:
-        return await bus.js.create_key_value(
-            bucket=bucket, history=1, ttl=FORGET_AFTER_S, storage=api.StorageType.FILE
-        )
-    except nats.js.errors.BadRequestError:
-        # Created concurrently by another invoker or API: use theirs.
-        return await bus.js.key_value(bucket)
-    except Exception as exc:
-        raise translate(exc, f"creating bucket {bucket}") from None
+    """The heartbeat bucket (provisioned with the topology; another name, as tests use, is made like it)."""
+    spec = topology(bus.settings).bucket(INVOKERS_BUCKET)
+    if bucket == INVOKERS_BUCKET:
+        return await bus.kv(bucket)
+    return await bus.provision_bucket(msgspec.structs.replace(spec, name=bucket))
 
 
 class HeartbeatPublisher:

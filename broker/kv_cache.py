@@ -36,9 +36,8 @@ class KvCache(Generic[V]):
         self._sub: Any = None
 
     async def __aenter__(self) -> KvCache[V]:
-        nc = self.bus.nc
-        self._sub = await nc.subscribe(f"{self._prefix}>", cb=self._on_write)
-        self._reconnects = nc.stats.get("reconnects", 0)
+        self._sub = await self.bus.subscribe(f"{self._prefix}>", self._on_write)
+        self._reconnects = self.bus.reconnects
         return self
 
     async def __aexit__(
@@ -55,7 +54,7 @@ class KvCache(Generic[V]):
         self._values.pop(msg.subject.removeprefix(self._prefix), None)
 
     async def get(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
-        reconnects = self.bus.nc.stats.get("reconnects", 0)
+        reconnects = self.bus.reconnects
         if reconnects != self._reconnects:
             self._reconnects = reconnects
             self._values.clear()

@@ -6,11 +6,11 @@ import hashlib
 import hmac
 import secrets
 import string
-import time
 import uuid as uuidlib
 
 import msgspec
 
+from broker.clock import now_ms
 from broker.errors import BadRequest, Unauthorized
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
@@ -39,10 +39,6 @@ class Namespace(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     limits: NamespaceLimits = NamespaceLimits()
     created: int = 0  # epoch ms
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def split_key(key: str) -> tuple[str, str]:

@@ -289,7 +289,7 @@ def has_error(response: ActivationResponse) -> bool:
 def fit(record: Activation, max_bytes: int) -> Activation:
     """A record small enough for one NATS message: log lines are dropped from the end, and a notice says so.
 
-    Only a log flood near the 10 MB log limit on a server with a smaller `max_payload` needs this.
+    Only a log flood near the 10 MB log limit on a server with a smaller message limit needs this.
     """
     overhead = len(msgspec.json.encode(msgspec.structs.replace(record, logs=[]))) + 512
     budget = max(0, max_bytes - overhead)

@@ -11,43 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Protocol
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.js import api
 
 from broker import codec, subjects
 from broker.action_refs import ResolvedAction
 from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
-from broker.bus import JetStreamBus, translate
+from broker.bus import JetStreamBus
+from broker.clock import now_ms
 from broker.config import Settings
 from broker.dead_letters import DeadLetters, after_attempt, dead_letter
 from broker.entities import ACTIONS, Action, KeyValue, split_namespace
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import NotFound, SquallError, WrongCollection
-from broker.health import (
-    INVOKERS_BUCKET,
-    UNHEALTHY_ERRORS,
-    ErrorWindow,
-    HeartbeatPublisher,
-    Load,
-    now_ms,
-)
+from broker.health import UNHEALTHY_ERRORS, ErrorWindow, HeartbeatPublisher, Load
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
 from broker.kinds import SEQUENCE
 from broker.limits import MB
-from broker.periodic import Periodic
 from broker.retry_policy import delay_ms
+from broker.stream_worker import Delivery, Retry, StreamWorker
+from broker.topology import INVOKER, INVOKERS_BUCKET, MAX_DELIVERIES, topology
 from broker.trigger_events import attempt_activation_id
 from runtimes import activation_result as results
 from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
@@ -55,10 +45,7 @@ from runtimes.sequences import SequenceRunner
 
 log = logging.getLogger("squall.invoker")
 
-DURABLE: Final = "invoker"  # one durable consumer shared by every invoker: they split the work queue
-ACK_WAIT_S: Final = 10.0  # a silent invoker's work goes to another after this (OpenWhisk: offline after 10 s)
-PULL_EXPIRES_S: Final = 5.0  # pull requests are renewed this often (one lost in a reconnect is forgotten)
-MAX_ATTEMPTS: Final = 5  # deliveries of one invocation before it is recorded as failed instead of run again
+MAX_ATTEMPTS: Final = MAX_DELIVERIES  # deliveries of one invocation before it is recorded as failed, not run
 GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
 GAVE_UP_RETRYING: Final = (
     "The invocation could not be completed: it was delivered {n} times, more than its retry policy's "
@@ -184,15 +171,6 @@ def default_invoker_id() -> str:
 # -- the agent ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Work:
-    """One invocation taken from the stream."""
-
-    msg: Msg
-    since: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[None] | None = None
-
-
 class InvokerAgent:
     """`async with InvokerAgent(bus, store, pool):` takes invocations until the block ends, then drains:
     no new work, in-flight runs finish under the drain deadline, the rest go back to the stream (nak)."""
@@ -205,7 +183,7 @@ class InvokerAgent:
         *,
         invoker_id: str | None = None,
         max_in_flight: int = 16,
-        ack_wait_s: float = ACK_WAIT_S,
+        ack_wait_s: float | None = None,
         drain_timeout_s: float = 5.0,
         api_host: str = "",
         load: Callable[[], Load] | None = None,
@@ -217,20 +195,22 @@ class InvokerAgent:
         self.pool = pool
         self.invoker_id = invoker_id or default_invoker_id()
         self.max_in_flight = max_in_flight
-        self.ack_wait_s = ack_wait_s
-        self.drain_timeout_s = drain_timeout_s
         self.api_host = api_host
         self._load = load
         self.errors = ErrorWindow()
         self.completed = 0
-        self._work: dict[int, _Work] = {}
-        self._ids = itertools.count()
-        self._pending = 0  # messages asked for in pull requests and not yet delivered or expired
-        self._last_pull = 0.0
-        self._stopping = False
-        self._inbox = ""
-        self._sub: Any = None
-        self._ticker = Periodic(self._tick, min(0.25, self.ack_wait_s / 3), name=f"invoker-{self.invoker_id}")
+        spec = topology(bus.settings).consumer(INVOKER)
+        if ack_wait_s is not None:
+            spec = msgspec.structs.replace(spec, ack_wait_s=ack_wait_s)
+        self._worker = StreamWorker(
+            bus,
+            spec,
+            msgspec.json.Decoder(Invocation).decode,
+            handle=self._handle,
+            max_in_flight=lambda: self.capacity,
+            drain_timeout_s=drain_timeout_s,
+            name=f"invoker-{self.invoker_id}",
+        )
         self._heartbeat = HeartbeatPublisher(
             bus, self.invoker_id, self.load, version=version, bucket=health_bucket
         )
@@ -241,63 +221,27 @@ class InvokerAgent:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> InvokerAgent:
-        await self._ensure_consumer()
         await self._cache.__aenter__()
-        nc = self.bus.nc
-        self._inbox = nc.new_inbox()
-        self._sub = await nc.subscribe(self._inbox, cb=self._on_message)
-        await self._heartbeat.__aenter__()
-        await self._ticker.__aenter__()
-        await self._top_up()
+        await self._heartbeat.__aenter__()  # visible before the first invocation is taken
+        await self._worker.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stopping = True
-        deadline = time.monotonic() + self.drain_timeout_s
-        # JetStream drops the pull requests of an inbox nobody listens to, so unsubscribing first means no
-        # new work comes here; naking it instead would bounce it back to our open requests, spending its
-        # delivery attempts.
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
-        tasks = [w.task for w in self._work.values() if w.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
-        for work in list(self._work.values()):
-            if work.task is not None and not work.task.done():
-                work.task.cancel()  # its handler naks the message: another invoker runs it now
-        leftovers = [w.task for w in self._work.values() if w.task is not None]
-        if leftovers:
-            await asyncio.wait(leftovers, timeout=1.0)
-        await self._ticker.__aexit__(None, None, None)  # it kept telling JetStream about long runs until now
+        await self._worker.__aexit__(exc_type, exc, tb)  # no new work; runs finish or go back (nak)
         await self._heartbeat.__aexit__(None, None, None)
         await self._cache.__aexit__(None, None, None)
-
-    async def _ensure_consumer(self) -> None:
-        config = api.ConsumerConfig(
-            name=DURABLE,
-            durable_name=DURABLE,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=self.ack_wait_s,
-            max_ack_pending=-1,
-            max_waiting=512,
-        )
-        try:
-            await self.bus.js.add_consumer(subjects.INVOKE_STREAM, config)
-        except Exception as exc:
-            raise translate(exc, "creating the invoker consumer") from None
 
     def load(self) -> Load:
         base = self._load() if self._load is not None else Load()
         return msgspec.structs.replace(
-            base, in_flight=len(self._work), system_errors=self.errors.errors, completed=self.completed
+            base, in_flight=self.in_flight, system_errors=self.errors.errors, completed=self.completed
         )
 
     @property
     def in_flight(self) -> int:
-        return len(self._work)
+        return self._worker.in_flight
 
     @property
     def capacity(self) -> int:
@@ -305,105 +249,24 @@ class InvokerAgent:
         healthy invokers while each run this one still takes tells whether it has recovered."""
         return 1 if self.errors.errors > UNHEALTHY_ERRORS else self.max_in_flight
 
-    # -- pulling ---------------------------------------------------------------------------------------
-
-    async def _top_up(self) -> None:
-        """Keep pull requests open for as many messages as there are free slots."""
-        if self._stopping:
-            return
-        now = time.monotonic()
-        if self._pending > 0 and now - self._last_pull > PULL_EXPIRES_S + 2.0:
-            self._pending = 0  # their expiry notices were lost (e.g. a reconnect): they are gone
-        capacity = self.capacity
-        free = capacity - len(self._work) - self._pending
-        if free <= 0 or (self._pending > 0 and free < max(1, capacity // 4)):
-            return
-        request = {"batch": free, "expires": int(PULL_EXPIRES_S * 1e9)}
-        self._pending += free
-        self._last_pull = now
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{subjects.INVOKE_STREAM}.{DURABLE}"
-        try:
-            await self.bus.nc.publish(subject, msgspec.json.encode(request), reply=self._inbox)
-        except Exception as exc:
-            self._pending -= free
-            log.warning("invoker %s cannot ask for work: %s", self.invoker_id, exc)
-
-    async def _tick(self) -> None:
-        """Renews pull requests as they expire, and tells JetStream that long runs are still going."""
-        await self._top_up()
-        progress_every = self.ack_wait_s / 3
-        now = time.monotonic()
-        for work in list(self._work.values()):
-            if now - work.since >= progress_every:
-                work.since = now
-                with contextlib.suppress(Exception):
-                    await work.msg.in_progress()
-
-    async def _on_message(self, msg: Msg) -> None:
-        status = msg.headers.get("Status") if msg.headers else None
-        if status is not None and not msg.data:
-            await self._on_status(msg, status)
-            return
-        self._pending = max(0, self._pending - 1)
-        if self._stopping:
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            return
-        key = next(self._ids)
-        work = _Work(msg)
-        self._work[key] = work
-        work.task = asyncio.create_task(self._handle(key, work))
-
-    async def _on_status(self, msg: Msg, status: str) -> None:
-        if status == "100":  # idle heartbeat
-            return
-        assert msg.headers is not None
-        left = msg.headers.get("Nats-Pending-Messages")
-        if left is not None and left.isdigit():
-            self._pending = max(0, self._pending - int(left))
-        elif status in ("404", "408", "409"):
-            self._pending = 0
-        if status == "409" and "Consumer Deleted" in msg.headers.get("Description", ""):
-            with contextlib.suppress(Exception):
-                await self._ensure_consumer()
-        await self._top_up()
-
     # -- running ---------------------------------------------------------------------------------------
 
-    async def _handle(self, key: int, work: _Work) -> None:
-        msg = work.msg
-        try:
-            try:
-                invocation = codec.decode(msg.data, Invocation)
-            except SquallError:
-                log.error("dropping an unreadable invocation (%d bytes)", len(msg.data))
-                await msg.term()
-                return
-            result_to = msg.headers.get(RESULT_HEADER) if msg.headers else None
-            if invocation.retry is not None:
-                await self._attempt(msg, invocation, result_to)
-            else:
-                record = await self._process(invocation, msg.metadata.num_delivered)
-                await self._publish(record, result_to)
-                await msg.ack()
-            self.completed += 1
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            raise
-        except Exception:
-            log.exception("invocation not completed; it will be delivered again")
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1)
-        finally:
-            self._work.pop(key, None)
-            if not self._stopping:
-                await self._top_up()
+    async def _handle(self, delivery: Delivery[Invocation]) -> Retry | None:
+        invocation = delivery.value
+        result_to = delivery.header(RESULT_HEADER)
+        if invocation.retry is not None:
+            verdict = await self._attempt(delivery, result_to)
+        else:
+            await self._publish(await self._process(invocation, delivery.deliveries), result_to)
+            verdict = None
+        self.completed += 1
+        return verdict
 
-    async def _attempt(self, msg: Msg, invocation: Invocation, result_to: str | None) -> None:
+    async def _attempt(self, delivery: Delivery[Invocation], result_to: str | None) -> Retry | None:
         """One attempt of an invocation with a retry policy: its record, then a retry, a dead letter or done."""
+        invocation = delivery.value
         assert invocation.retry is not None
-        attempt = msg.metadata.num_delivered
+        attempt = delivery.deliveries
         first_id = invocation.activationId
         record = await self._process(as_attempt(invocation, attempt), attempt, poison_limit(invocation))
         record = mark_attempt(record, attempt, first_id)
@@ -411,14 +274,12 @@ class InvokerAgent:
         if verdict == "retry":
             await self._publish(record)
             # JetStream keeps the message and redelivers it after the backoff; until then it is nobody's.
-            await msg.nak(delay=delay_ms(invocation.retry, attempt) / 1000)
-            return
+            return Retry(delay_ms(invocation.retry, attempt) / 1000)
         await self._publish(record, result_to)
         if verdict == "dead-letter":
-            queued = int(msg.metadata.timestamp.timestamp() * 1000)
-            first_failed = (record.end or record.start) if attempt == 1 else queued
+            first_failed = (record.end or record.start) if attempt == 1 else delivery.stored_ms
             await self._dead_letters.publish(dead_letter(invocation, record, attempt, first_failed))
-        await msg.ack()
+        return None
 
     async def _process(
         self, invocation: Invocation, delivery: int, poison_at: int = MAX_ATTEMPTS
@@ -491,18 +352,14 @@ class InvokerAgent:
 
     async def _publish(self, record: Activation, result_to: str | None = None) -> None:
         """Store the record on ACTIVATIONS (msg id = activation id); tell a waiting API as soon as it is sent."""
-        payload = codec.encode(record)
-        limit = self.bus.nc.max_payload
-        if len(payload) > limit:
-            record = results.fit(record, limit)
-            payload = codec.encode(record)
+        payload = self.bus.encode(record, shrink=results.fit)
         root = record.namespace
         ack = await self.bus.publish_async(
             subjects.activation_subject(root, entity_path(record)), payload, msg_id=record.activationId
         )
         if result_to:
             with contextlib.suppress(Exception):
-                await self.bus.nc.publish(result_to, payload)
+                await self.bus.send(result_to, payload)
         await ack
 
 

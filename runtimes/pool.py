@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from broker.clock import now_ms
 from broker.config import Settings
 from broker.errors import BadRequest, SquallError, Unavailable
 from broker.kinds import image_family
@@ -119,10 +120,6 @@ class _Failed(Exception):
 
     def __init__(self, outcome: RunOutcome) -> None:
         self.outcome = outcome
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ContainerPool:
@@ -238,20 +235,20 @@ class ContainerPool:
         assert conn is not None and entry.container is not None
         cold = not entry.initialized
         base: dict[str, Any] = {"wait_ms": wait_ms, "container": entry.container.id, "cold": cold}
-        start = _now_ms()
+        start = now_ms()
         if cold:
             env = {**request.init.env, LOG_LIMIT_ENV: str(request.log_limit_bytes)}
             body = b'{"value":%s}' % msgspec.json.encode(msgspec.structs.replace(request.init, env=env))
             status, reply = await self._post(
                 conn, "/init", body, timeout_s=timeout_s, start=start, base=base, init=True
             )
-            init_ms = _now_ms() - start
+            init_ms = now_ms() - start
             if status != 200:
                 logs, truncated = await self._logs(conn)
                 raise _Failed(
                     RunOutcome(
                         start=start,
-                        end=_now_ms(),
+                        end=now_ms(),
                         init_ms=init_ms,
                         init_status=status,
                         init_body=reply,
@@ -262,7 +259,7 @@ class ContainerPool:
                 )
             entry.initialized = True
             base["init_ms"] = init_ms
-        run_start = _now_ms()
+        run_start = now_ms()
         status, reply = await self._post(
             conn,
             "/run",
@@ -272,7 +269,7 @@ class ContainerPool:
             base=base,
             init=False,
         )
-        end = _now_ms()
+        end = now_ms()
         logs, truncated = await self._logs(conn)
         return RunOutcome(
             start=start if cold else run_start, end=end, status=status, body=reply, logs=logs,
@@ -294,10 +291,10 @@ class ContainerPool:
             return await conn.post(target, body, timeout_s)
         except TimeoutError:
             raise _Failed(
-                RunOutcome(start=start, end=_now_ms(), timed_out=True, timed_out_in_init=init, **base)
+                RunOutcome(start=start, end=now_ms(), timed_out=True, timed_out_in_init=init, **base)
             ) from None
         except NoReply:
-            raise _Failed(RunOutcome(start=start, end=_now_ms(), crashed=True, **base)) from None
+            raise _Failed(RunOutcome(start=start, end=now_ms(), crashed=True, **base)) from None
 
     async def _logs(self, conn: UdsConnection) -> tuple[list[str], bool]:
         """The lines the action wrote since the last fetch; a proxy that cannot say leaves the container

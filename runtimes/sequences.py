@@ -11,13 +11,13 @@ re-publishes the same ids (JetStream and the MongoDB unique index drop the dupli
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from broker import params
 from broker.action_refs import Reader, ResolvedAction, resolve_component
 from broker.activations import APPLICATION_ERROR, Activation, ActivationResponse, annotation, make_response
+from broker.clock import now_ms
 from broker.entities import Action, ActionLimits, KeyValue
 from broker.errors import NotFound, WrongCollection
 from broker.invocations import Invocation
@@ -109,7 +109,7 @@ class SequenceRunner:
     async def _run(
         self, invocation: Invocation, sequence: Action, payload: Any, *, topmost: bool, atomic: int
     ) -> tuple[Activation, int]:
-        start = _now()
+        start = now_ms()
         # OpenWhisk starts from a placeholder holding the input: what a sequence without components answers.
         response = make_response(APPLICATION_ERROR, payload)
         ids: list[str] = []
@@ -130,7 +130,7 @@ class SequenceRunner:
                 transaction_id=invocation.transaction_id,
                 cause=invocation.activationId,
                 binding=resolved.binding,
-                published=_now(),
+                published=now_ms(),
             )
             if resolved.action.exec.kind == SEQUENCE:
                 record, atomic = await self._run(
@@ -161,10 +161,6 @@ class SequenceRunner:
             max_memory=max_memory,
             topmost=topmost,
             start=start,
-            end=_now(),
+            end=now_ms(),
         )
         return record, atomic
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000

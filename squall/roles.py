@@ -18,7 +18,7 @@ from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.key_cache import KeyCache
 from broker.recorder import ActivationRecorder
-from broker.rule_engine import RuleEngine, ensure_consumer
+from broker.rule_engine import RuleEngine
 from broker.throttles import Throttles
 from runtimes.invoker import invoker_role
 
@@ -35,9 +35,8 @@ class Backbone:
     async def __aenter__(self) -> Backbone:
         async with contextlib.AsyncExitStack() as stack:
             self.bus = await stack.enter_async_context(JetStreamBus(self.settings))
+            # Consumers included: before any role serves, so that no fire can precede the engine's consumer.
             await self.bus.provision()
-            # Before any role serves, so that no fire can precede the consumer that will see it.
-            await ensure_consumer(self.bus, self.settings)
             self.store = EntityStore(self.bus)
             self.activations = await stack.enter_async_context(
                 ActivationStore(

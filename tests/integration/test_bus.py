@@ -12,9 +12,10 @@ import msgspec
 import pytest
 
 from broker import subjects
-from broker.bus import KV_BUCKETS, JetStreamBus, Outgoing, redact, stream_configs
+from broker.bus import JetStreamBus, Outgoing, redact, stream_config
 from broker.config import Settings
 from broker.errors import InternalError, Unavailable
+from broker.topology import topology
 
 
 @pytest.fixture
@@ -49,13 +50,13 @@ async def test_provision_twice_and_with_changed_settings(nats_url: str) -> None:
             await bus.provision()
         info = await bus.js.stream_info(subjects.TRIGGERS_STREAM)
         assert info.config.max_age == 7 * 86400
-        for bucket in KV_BUCKETS:
-            status = await (await bus.kv(bucket)).status()
+        for spec in topology(bus.settings).buckets:
+            status = await (await bus.kv(spec.name)).status()
             assert status.history == 1
 
 
 def test_stream_configs_follow_the_design() -> None:
-    configs = {c.name: c for c in stream_configs(Settings(stream_max_age_days=2))}
+    configs = {s.name: stream_config(s) for s in topology(Settings(stream_max_age_days=2)).streams}
     assert configs[subjects.INVOKE_STREAM].retention == "workqueue"
     assert configs[subjects.TRIGGERS_STREAM].max_age == 2 * 86400
     assert configs[subjects.ACTIVATIONS_STREAM].max_age == 2 * 86400

@@ -1,0 +1,150 @@
+"""The backbone's shape as data: every stream, KV bucket, object store and durable consumer, with its bounds.
+
+`JetStreamBus.provision()` applies this idempotently at start; nothing else creates a stream, bucket or
+consumer. Names and subjects come from broker/subjects.py; this module adds the policies (retention, ages,
+ack waits, delivery limits, replicas), so a newcomer finds every one of them in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+from broker import subjects
+from broker.config import Settings
+
+DUPLICATE_WINDOW_S: Final = (
+    120.0  # how long a Nats-Msg-Id is remembered: retried fires within it create nothing
+)
+
+# Durable consumers.
+RULE_ENGINE: Final = "rule-engine"
+RECORDER: Final = "recorder"
+INVOKER: Final = "invoker"  # one durable shared by every invoker: they split the work queue
+
+# Deliveries of one message before its handler gives up and records the failure instead of trying again.
+MAX_DELIVERIES: Final = 5
+# A heartbeat nobody refreshed for this long is forgotten (the invoker disappears from `GET /invokers`).
+INVOKERS_FORGET_AFTER_S: Final = 600.0
+INVOKERS_BUCKET: Final = "squall_invokers"
+
+Retention = Literal["limits", "work-queue"]
+DeliverFrom = Literal["all", "new"]
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    subjects: tuple[str, ...]
+    retention: Retention = "limits"
+    max_age_s: float | None = None  # None: kept until consumed (work queue) or removed by hand
+    max_bytes: int | None = None
+    replicas: int = 1
+    duplicate_window_s: float = DUPLICATE_WINDOW_S
+
+
+class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A KV bucket (one value per key)."""
+
+    name: str
+    ttl_s: float | None = None
+    replicas: int = 1
+
+
+class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    replicas: int = 1
+
+
+class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable pull consumer.
+
+    `max_deliveries` is the handler's give-up point, not JetStream's `max_deliver` (which stays unlimited):
+    a message JetStream stopped delivering could not be recorded as failed, it would only vanish.
+    """
+
+    stream: str
+    durable: str
+    filter_subject: str | None = None
+    deliver: DeliverFrom = "all"
+    ack_wait_s: float = 30.0
+    max_deliveries: int = MAX_DELIVERIES
+    max_ack_pending: int = -1  # -1: unbounded; each worker bounds its own in-flight work
+    max_waiting: int = 512  # open pull requests, one per worker process at a time
+
+
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    streams: tuple[StreamSpec, ...]
+    buckets: tuple[BucketSpec, ...]
+    object_stores: tuple[ObjectStoreSpec, ...]
+    consumers: tuple[ConsumerSpec, ...]
+
+    def consumer(self, durable: str) -> ConsumerSpec:
+        return next(spec for spec in self.consumers if spec.durable == durable)
+
+    def bucket(self, name: str) -> BucketSpec:
+        return next(spec for spec in self.buckets if spec.name == name)
+
+
+def topology(settings: Settings) -> Topology:
+    """Squall's streams, buckets and consumers (DESIGN.md § State) for these settings."""
+    replicas = settings.replicas
+    history_age = settings.stream_max_age_days * 86400.0
+    return Topology(
+        streams=(
+            # The event history that replay and dry runs read: kept by age.
+            StreamSpec(
+                name=subjects.TRIGGERS_STREAM,
+                subjects=(subjects.TRIGGERS_SUBJECTS,),
+                max_age_s=history_age,
+                replicas=replicas,
+            ),
+            # Work: a message lives until an invoker acknowledges it.
+            StreamSpec(
+                name=subjects.INVOKE_STREAM,
+                subjects=(subjects.INVOKE_SUBJECTS,),
+                retention="work-queue",
+                replicas=replicas,
+            ),
+            # The live and resumable record stream, feeding MongoDB.
+            StreamSpec(
+                name=subjects.ACTIVATIONS_STREAM,
+                subjects=(subjects.ACTIVATIONS_SUBJECTS,),
+                max_age_s=history_age,
+                replicas=replicas,
+            ),
+            # Dead letters wait for a human: they never age out.
+            StreamSpec(
+                name=subjects.DEADLETTER_STREAM,
+                subjects=(subjects.DEADLETTER_SUBJECTS,),
+                replicas=replicas,
+            ),
+        ),
+        buckets=(
+            BucketSpec(name=subjects.ENTITIES_BUCKET, replicas=replicas),
+            BucketSpec(name=subjects.NAMESPACES_BUCKET, replicas=replicas),
+            BucketSpec(name=subjects.AUTHKEYS_BUCKET, replicas=replicas),
+            BucketSpec(name=INVOKERS_BUCKET, ttl_s=INVOKERS_FORGET_AFTER_S, replicas=replicas),
+        ),
+        object_stores=(ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),),
+        consumers=(
+            # New events only on first creation: the stream is also the event history, which a new engine
+            # must not replay. Provisioning creates it before any role serves, so no fire can precede it.
+            ConsumerSpec(
+                stream=subjects.TRIGGERS_STREAM,
+                durable=RULE_ENGINE,
+                deliver="new",
+                ack_wait_s=settings.broker_ack_wait_s,
+            ),
+            ConsumerSpec(
+                stream=subjects.ACTIVATIONS_STREAM,
+                durable=RECORDER,
+                ack_wait_s=settings.broker_ack_wait_s,
+            ),
+            ConsumerSpec(
+                stream=subjects.INVOKE_STREAM,
+                durable=INVOKER,
+                ack_wait_s=settings.invoker_ack_wait_s,
+            ),
+        ),
+    )

@@ -1,0 +1,40 @@
+"""The backbone's topology as data: every consumer on a declared stream, replicas from one setting."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from broker import subjects
+from broker.config import Settings
+from broker.topology import INVOKER, RECORDER, RULE_ENGINE, topology
+
+
+def test_every_consumer_reads_a_declared_stream_and_every_subject_has_one_stream() -> None:
+    shape = topology(Settings())
+    streams = {s.name: s for s in shape.streams}
+    assert {c.stream for c in shape.consumers} <= set(streams)
+    for subject in ("trigger.ns.t", "invoke.ns.a", "activation.ns.a", "deadletter.ns.x"):
+        owners = [
+            s for s in shape.streams if any(fnmatch.fnmatch(subject, p.replace(">", "*")) for p in s.subjects)
+        ]
+        assert len(owners) == 1, subject
+
+
+def test_policies_follow_the_design() -> None:
+    shape = topology(Settings(stream_max_age_days=2, broker_ack_wait_s=4.0, invoker_ack_wait_s=7.0))
+    streams = {s.name: s for s in shape.streams}
+    assert streams[subjects.INVOKE_STREAM].retention == "work-queue"
+    assert streams[subjects.TRIGGERS_STREAM].max_age_s == 2 * 86400
+    assert streams[subjects.DEADLETTER_STREAM].max_age_s is None  # letters wait for a human
+    assert shape.consumer(RULE_ENGINE).deliver == "new"  # a new engine must not replay the event history
+    assert shape.consumer(RECORDER).deliver == "all"
+    assert shape.consumer(RULE_ENGINE).ack_wait_s == 4.0
+    assert shape.consumer(INVOKER).ack_wait_s == 7.0
+
+
+def test_replicas_come_from_one_setting() -> None:
+    shape = topology(Settings(replicas=3))
+    assert {s.replicas for s in shape.streams} == {3}
+    assert {b.replicas for b in shape.buckets} == {3}
+    assert {o.replicas for o in shape.object_stores} == {3}
+    assert {s.replicas for s in topology(Settings()).streams} == {1}
