@@ -15,8 +15,6 @@ class Throttling(Protocol):
 
     async def check_invoke(self, namespace: str, count: int = 1) -> None: ...
 
-    async def admit_invocation(self, namespace: str) -> str | None: ...
-
 
 class Unthrottled:
     """Admits everything: an app built without throttles (tests of one route, benchmarks of the API alone)."""
@@ -25,9 +23,6 @@ class Unthrottled:
         return None
 
     async def check_invoke(self, namespace: str, count: int = 1) -> None:
-        return None
-
-    async def admit_invocation(self, namespace: str) -> str | None:
         return None
 
 

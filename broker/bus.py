@@ -47,6 +47,7 @@ MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
 # listing many times a second does not pile up consumers.
 SCAN_CONSUMER_TTL_S = 5.0
 SCAN_BATCH = 256
+CONSUMER_LIST_PAGE = 256  # the server's page size when listing consumers
 # What a shrunk record must leave free of the limit for the message's headers (msg id, reply subject).
 HEADROOM_BYTES = 512
 
@@ -82,6 +83,22 @@ class _AckReply(msgspec.Struct):
 
 
 _ack_decoder = msgspec.json.Decoder(_AckReply)
+
+
+class ConsumerState(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    max_ack_pending: int
+    waiting: int  # not delivered yet
+    taken: int  # delivered and not acknowledged: being handled, or waiting for a redelivery
+
+
+def consumer_state(info: api.ConsumerInfo) -> ConsumerState:
+    return ConsumerState(
+        name=info.name,
+        max_ack_pending=info.config.max_ack_pending or -1,
+        waiting=info.num_pending or 0,
+        taken=info.num_ack_pending or 0,
+    )
 
 
 def stream_config(spec: StreamSpec) -> api.StreamConfig:
@@ -243,6 +260,8 @@ class JetStreamBus:
             await self.provision_bucket(bucket)
         for objects in shape.object_stores:
             await self.provision_object_store(objects)
+        for stream_name, durable in shape.retired_consumers:
+            await self.delete_consumer(stream_name, durable)
         for consumer in shape.consumers:
             await self.provision_consumer(consumer)
 
@@ -289,6 +308,33 @@ class JetStreamBus:
             await self.js.add_consumer(spec.stream, consumer_config(spec))
         except Exception as exc:
             raise translate(exc, f"provisioning consumer {spec.durable} on {spec.stream}") from None
+
+    async def delete_consumer(self, stream: str, durable: str) -> None:
+        """Remove a durable consumer if it exists (its stream's messages stay)."""
+        try:
+            await self.js.delete_consumer(stream, durable)
+        except nats.js.errors.NotFoundError:
+            pass
+        except Exception as exc:
+            raise translate(exc, f"removing consumer {durable} of {stream}") from None
+
+    async def consumers(self, stream: str) -> list[ConsumerState]:
+        """Every durable consumer of `stream`, with its backlog."""
+        found: list[ConsumerState] = []
+        try:
+            while True:
+                page = await self.js.consumers_info(stream, offset=len(found) or None)
+                found += [consumer_state(info) for info in page]
+                if len(page) < CONSUMER_LIST_PAGE:
+                    return found
+        except Exception as exc:
+            raise translate(exc, f"listing the consumers of {stream}") from None
+
+    async def consumer(self, spec: ConsumerSpec) -> ConsumerState:
+        try:
+            return consumer_state(await self.js.consumer_info(spec.stream, spec.durable))
+        except Exception as exc:
+            raise translate(exc, f"reading consumer {spec.durable}") from None
 
     @staticmethod
     async def _create_or_bind(what: str, create: Awaitable[H], bind: Callable[[], Awaitable[H]]) -> H:
@@ -401,11 +447,8 @@ class JetStreamBus:
 
     async def backlog(self, spec: ConsumerSpec) -> int:
         """Messages a durable consumer has not acknowledged yet (not yet delivered, or being processed)."""
-        try:
-            info = await self.js.consumer_info(spec.stream, spec.durable)
-        except Exception as exc:
-            raise translate(exc, f"reading consumer {spec.durable}") from None
-        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+        state = await self.consumer(spec)
+        return state.waiting + state.taken
 
     # -- core NATS: inboxes for pull requests and replies --------------------------------------------------
 

@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Copies of every stream, bucket and object store: 1 on one server, 3 on a NATS cluster.
     replicas: int = 1
 
+    # How long an event-driven run (rule-fired) may wait for its namespace's capacity (concurrentInvocations,
+    # invocationsPerMinute) before it is dead-lettered as "throttled" instead (EventBridge retries for 24 h).
+    max_queue_wait_s: float = 86400.0
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"

@@ -20,6 +20,7 @@ from broker.activations import SUCCESS, Activation
 from broker.bus import JetStreamBus
 from broker.errors import BadRequest, InternalError, NotFound
 from broker.invocations import Invocation
+from broker.invoke_queues import InvokeQueues, subject_of
 from broker.retry_policy import RetryPolicy, should_retry
 from broker.trigger_events import attempt_activation_id
 
@@ -128,8 +129,11 @@ def redrive_id(letter_id: str) -> str:
 
 
 def redrive_invocation(letter: DeadLetter, now: int) -> Invocation:
-    """The invocation a redrive publishes: the original one, with a new activation id and acceptance time."""
-    return msgspec.structs.replace(letter.invocation, activationId=redrive_id(letter.id), published=now)
+    """The invocation a redrive publishes: the original one, with a new activation id and acceptance time (and no
+    longer deferred to a minute that has passed)."""
+    return msgspec.structs.replace(
+        letter.invocation, activationId=redrive_id(letter.id), published=now, not_before=None
+    )
 
 
 def public(letter: DeadLetter) -> DeadLetter:
@@ -164,8 +168,9 @@ def namespace_filter(namespace: str) -> str:
 class DeadLetters:
     """The DEADLETTER stream of a bus: publish, list, read, delete, purge and redrive letters."""
 
-    def __init__(self, bus: JetStreamBus) -> None:
+    def __init__(self, bus: JetStreamBus, queues: InvokeQueues | None = None) -> None:
         self.bus = bus
+        self.queues = queues or InvokeQueues(bus, bus.settings)
 
     async def publish(self, letter: DeadLetter) -> None:
         subject = subjects.deadletter_subject(letter.namespace, letter.id)
@@ -208,9 +213,9 @@ class DeadLetters:
         """
         letter = await self.get(namespace, letter_id)
         invocation = redrive_invocation(letter, now)
-        target, _, path = invocation.action.partition("/")
+        await self.queues.ensure(invocation.namespace)
         await self.bus.publish(
-            subjects.invoke_subject(target, path), codec.encode(invocation), msg_id=invocation.activationId
+            subject_of(invocation), codec.encode(invocation), msg_id=invocation.activationId
         )
         await self._purge(subjects.deadletter_subject(namespace, letter_id))
         return invocation.activationId

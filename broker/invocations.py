@@ -34,3 +34,11 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     rule: str | None = None  # "ns/rule"
     trigger: str | None = None  # "ns/trigger"
     retry: RetryPolicy | None = None
+    # A run deferred by its namespace's invocationsPerMinute: not started before this epoch ms (the minute
+    # with room for it), but waiting in its namespace's queue meanwhile.
+    not_before: int | None = None
+
+    @property
+    def event_driven(self) -> bool:
+        """Caused by an event (a rule), not by a caller waiting on HTTP: it waits for capacity, never refused."""
+        return self.rule is not None

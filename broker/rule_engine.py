@@ -34,6 +34,7 @@ from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, PayloadTooLarge, WrongCollection
 from broker.event_patterns import matches
 from broker.invocations import Invocation
+from broker.invoke_queues import InvokeQueues, subject_of
 from broker.rule_links import active_rules
 from broker.stream_worker import Delivery, StreamWorker, reason_of
 from broker.topology import MAX_DELIVERIES, RULE_ENGINE, topology
@@ -53,7 +54,8 @@ CODE_OK, CODE_CLIENT, CODE_SYSTEM = 0, 1, 3
 GAVE_UP: Final = f"The trigger event could not be processed after {MAX_DELIVERIES} attempts:"
 NOT_MATCHED: Final = "The event does not match the rule's filter; the action was not invoked."
 
-Admit = Callable[[str], Awaitable[str | None]]
+# When an event-driven run of a namespace may start: None for now, else an epoch ms (its invocationsPerMinute).
+Schedule = Callable[[str], Awaitable[int | None]]
 
 
 def rule_log(
@@ -91,11 +93,20 @@ class RuleEngine:
     drains: no new events, those in progress finish under the drain deadline (the rest are redelivered)."""
 
     def __init__(
-        self, bus: JetStreamBus, store: EntityStore, settings: Settings, *, admit: Admit | None = None
+        self,
+        bus: JetStreamBus,
+        store: EntityStore,
+        settings: Settings,
+        *,
+        schedule: Schedule | None = None,
+        queues: InvokeQueues | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
-        self.admit = admit  # the invocation throttle: None, or the 429 message a rule's run gets
+        # A rule's run is never refused for its namespace's limits: it waits in the namespace's queue (for its
+        # concurrency) and, past its rate, until the minute `schedule` gives it.
+        self.schedule = schedule
+        self.queues = queues or InvokeQueues(bus, settings)
         self._cache = EntityCache(bus, store)
         self._worker = StreamWorker(
             bus,
@@ -164,6 +175,8 @@ class RuleEngine:
                 lines.append(item.line)
                 if item.invocation is not None:
                     outgoing.append(item.invocation)
+            if outgoing:
+                await self.queues.ensure(event.namespace)
         record = trigger_record(event, trigger.version if trigger is not None else INITIAL_VERSION, lines)
         outgoing.append(self._record_message(record))
         return outgoing
@@ -196,10 +209,7 @@ class RuleEngine:
             arguments = action_arguments(resolved.action, resolved.parameters, event_arguments(event))
         except BadRequest as exc:
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=exc.message))
-        if self.admit is not None:
-            refusal = await self.admit(event.namespace)
-            if refusal is not None:
-                return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=refusal))
+        not_before = await self.schedule(event.namespace) if self.schedule is not None else None
         owner, path = storage_path(resolved.action)
         activation_id = rule_activation_id(event.activationId, key)
         invocation = Invocation(
@@ -216,14 +226,13 @@ class RuleEngine:
             rule=key,
             trigger=f"{event.namespace}/{event.trigger}",
             retry=rule.retry if not isinstance(rule.retry, msgspec.UnsetType) else None,
+            not_before=not_before,
         )
         try:
             payload = self.bus.encode(invocation)
         except PayloadTooLarge as exc:  # the action's own parameters can tip it over
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=exc.message))
-        message = Outgoing(
-            subject=subjects.invoke_subject(owner, path), payload=payload, msg_id=activation_id
-        )
+        message = Outgoing(subject=subject_of(invocation), payload=payload, msg_id=activation_id)
         return Planned(rule_log(key, action_ref, activation_id=activation_id), message)
 
 

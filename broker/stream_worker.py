@@ -1,8 +1,9 @@
-"""The one consumer loop: a durable pull consumer whose messages go to a handler, one at a time or in batches.
+"""The one consumer loop: durable pull consumers whose messages go to a handler, one at a time or in batches.
 
-Every JetStream consumer of the pipeline (rule engine, invoker, recorder) is a handler on this worker. It keeps
-pull requests open for as many messages as it has free slots (so a message starts the moment it is stored,
-with no polling), tells JetStream that long handlers are still working (`in_progress`), terminates messages
+Every JetStream consumer of the pipeline (rule engine, invoker, recorder) is a handler on this worker; the
+invoker's worker reads several consumers at once (one queue per namespace, added as they appear). For each, it
+keeps pull requests open for as many messages as it has free slots (so a message starts the moment it is
+stored, with no polling), tells JetStream that long handlers are still working (`in_progress`), terminates messages
 it cannot decode (counted), hands a message that failed its last allowed delivery to a give-up hook, and drains
 on exit: stop pulling, let in-flight work finish under a deadline, then cancel it and nak what is left.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -47,12 +49,26 @@ class Retry(msgspec.Struct, frozen=True):
     delay_s: float = RETRY_DELAY_S
 
 
+@dataclass(slots=True, eq=False)
+class Queue:
+    """One consumer a worker reads, and its pull state."""
+
+    spec: ConsumerSpec
+    inbox: str
+    provisioned: bool  # made by the worker itself (re-made if deleted), or found (dropped if deleted)
+    sub: Subscription | None = None  # JetStream delivers with the stored subject: routed by subscription
+    pending: int = 0  # messages asked for in pull requests and not yet delivered or expired
+    last_pull: float = 0.0
+    in_flight: int = 0  # delivered and not done
+
+
 @dataclass(slots=True)
 class Delivery(Generic[T]):
     """One message and its decoded value."""
 
     msg: Msg
     value: T
+    queue: Queue
     since: float = field(default_factory=time.monotonic)  # last sign of life told to JetStream
 
     @property
@@ -81,12 +97,15 @@ def reason_of(exc: BaseException) -> str:
 
 
 class StreamWorker(Generic[T]):
-    """`async with StreamWorker(bus, spec, decode, handle=…)` (or `handle_batch=…`) consumes until the block ends."""
+    """`async with StreamWorker(bus, spec, decode, handle=…)` (or `handle_batch=…`) consumes until the block ends.
+
+    `spec` may be None for a worker whose consumers come and go (`add`, `remove`): each gets `max_in_flight`.
+    """
 
     def __init__(
         self,
         bus: JetStreamBus,
-        spec: ConsumerSpec,
+        spec: ConsumerSpec | None,
         decode: Callable[[bytes], T],
         *,
         handle: Handler[T] | None = None,
@@ -103,7 +122,7 @@ class StreamWorker(Generic[T]):
         self.bus = bus
         self.spec = spec
         self.decode = decode
-        self.name = name or spec.durable
+        self.name = name or (spec.durable if spec is not None else "worker")
         self.drain_timeout_s = drain_timeout_s
         self.batch_size = batch_size
         self.gather_s = gather_s
@@ -122,25 +141,42 @@ class StreamWorker(Generic[T]):
         self._writing: list[Delivery[T]] = []
         self._ready = asyncio.Event()
         self._batches: asyncio.Task[None] | None = None
-        # pulling
-        self._pending = 0  # messages asked for in pull requests and not yet delivered or expired
-        self._last_pull = 0.0
+        # pulling: an inbox and its subscription for every consumer read
+        self._queues: dict[str, Queue] = {}  # by durable name
         self._stopping = False
-        self._inbox = ""
-        self._sub: Subscription | None = None
-        self._ticker = Periodic(self._tick, min(0.25, spec.ack_wait_s / 3), name=f"worker-{self.name}")
+        ack_wait_s = spec.ack_wait_s if spec is not None else 30.0
+        self._ticker = Periodic(self._tick, min(0.25, ack_wait_s / 3), name=f"worker-{self.name}")
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> StreamWorker[T]:
-        await self.bus.provision_consumer(self.spec)  # a no-op unless this worker's spec differs (tests)
-        self._inbox = self.bus.new_inbox()
-        self._sub = await self.bus.subscribe(self._inbox, self._on_message)
         if self._handle_batch is not None:
             self._batches = asyncio.create_task(self._run_batches(), name=f"batches-{self.name}")
         await self._ticker.__aenter__()
-        await self._top_up()
+        if self.spec is not None:
+            await self.add(self.spec)
         return self
+
+    async def add(self, spec: ConsumerSpec, *, provision: bool = True) -> None:
+        """Read one more consumer: `provision` makes (or updates) it first, else it must exist."""
+        if self._stopping or spec.durable in self._queues:
+            return
+        if provision:
+            await self.bus.provision_consumer(spec)  # a no-op unless this worker's spec differs (tests)
+        queue = Queue(spec=spec, inbox=self.bus.new_inbox(), provisioned=provision)
+        queue.sub = await self.bus.subscribe(queue.inbox, functools.partial(self._on_message, queue))
+        self._queues[spec.durable] = queue
+        await self._top_up(queue)
+
+    async def remove(self, durable: str) -> None:
+        """Stop reading a consumer; what it delivered still finishes."""
+        queue = self._queues.pop(durable, None)
+        if queue is not None:
+            await _unsubscribe(queue)
+
+    @property
+    def durables(self) -> set[str]:
+        return set(self._queues)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -149,9 +185,8 @@ class StreamWorker(Generic[T]):
         deadline = time.monotonic() + self.drain_timeout_s
         # JetStream drops the pull requests of an inbox nobody listens to, so unsubscribing first means no new
         # work comes here; naking it instead would bounce it back to our open requests, spending its deliveries.
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for queue in self._queues.values():
+            await _unsubscribe(queue)
         self._ready.set()
         running = [task for _, task in self._tasks.values()]
         if self._batches is not None:
@@ -181,43 +216,43 @@ class StreamWorker(Generic[T]):
 
     # -- pulling -------------------------------------------------------------------------------------------
 
-    async def _top_up(self) -> None:
-        """Keep pull requests open for as many messages as there are free slots."""
-        if self._stopping:
+    async def _top_up(self, queue: Queue) -> None:
+        """Keep pull requests open on `queue` for as many messages as it has free slots."""
+        if self._stopping or self._queues.get(queue.spec.durable) is not queue:
             return
         now = time.monotonic()
-        if self._pending > 0 and now - self._last_pull > PULL_EXPIRES_S + 2.0:
-            self._pending = 0  # their expiry notices were lost (e.g. a reconnect): they are gone
+        if queue.pending > 0 and now - queue.last_pull > PULL_EXPIRES_S + 2.0:
+            queue.pending = 0  # their expiry notices were lost (e.g. a reconnect): they are gone
         capacity = self.capacity
-        free = capacity - self.in_flight - self._pending
-        if free <= 0 or (self._pending > 0 and free < max(1, capacity // 4)):
+        free = capacity - queue.in_flight - queue.pending
+        if free <= 0 or (queue.pending > 0 and free < max(1, capacity // 4)):
             return
-        self._pending += free
-        self._last_pull = now
+        queue.pending += free
+        queue.last_pull = now
         try:
-            await self.bus.pull(self.spec, self._inbox, free, PULL_EXPIRES_S)
+            await self.bus.pull(queue.spec, queue.inbox, free, PULL_EXPIRES_S)
         except Exception as exc:
-            self._pending -= free
-            log.warning("%s cannot ask for messages: %s", self.name, reason_of(exc))
+            queue.pending -= free
+            log.warning("%s cannot ask %s for messages: %s", self.name, queue.spec.durable, reason_of(exc))
 
     async def _tick(self) -> None:
         """Renews pull requests as they expire, and tells JetStream that long handlers are still working."""
-        await self._top_up()
-        progress_every = self.spec.ack_wait_s / 3
+        for queue in list(self._queues.values()):
+            await self._top_up(queue)
         now = time.monotonic()
         working = [delivery for delivery, _ in self._tasks.values()]
         for delivery in [*working, *self._writing, *self._buffer]:
-            if now - delivery.since >= progress_every:
+            if now - delivery.since >= delivery.queue.spec.ack_wait_s / 3:
                 delivery.since = now
                 with contextlib.suppress(Exception):
                     await delivery.msg.in_progress()
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message(self, queue: Queue, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
         if status is not None and not msg.data:
-            await self._on_status(msg, status)
+            await self._on_status(queue, msg, status)
             return
-        self._pending = max(0, self._pending - 1)
+        queue.pending = max(0, queue.pending - 1)
         if self._stopping:
             with contextlib.suppress(Exception):
                 await msg.nak()
@@ -230,9 +265,10 @@ class StreamWorker(Generic[T]):
             log.error("%s: dropping an unreadable message (stream seq %s)", self.name, _seq(msg))
             with contextlib.suppress(Exception):
                 await msg.term()
-            await self._top_up()
+            await self._top_up(queue)
             return
-        delivery = Delivery(msg, value)
+        delivery = Delivery(msg, value, queue)
+        queue.in_flight += 1
         if self._handle_batch is not None:
             self._buffer.append(delivery)
             if len(self._buffer) in (1, self.batch_size):
@@ -241,19 +277,22 @@ class StreamWorker(Generic[T]):
         key = next(self._ids)
         self._tasks[key] = (delivery, asyncio.create_task(self._run_one(key, delivery)))
 
-    async def _on_status(self, msg: Msg, status: str) -> None:
+    async def _on_status(self, queue: Queue, msg: Msg, status: str) -> None:
         if status == "100":  # idle heartbeat
             return
         assert msg.headers is not None
         left = msg.headers.get("Nats-Pending-Messages")
         if left is not None and left.isdigit():
-            self._pending = max(0, self._pending - int(left))
+            queue.pending = max(0, queue.pending - int(left))
         elif status in ("404", "408", "409"):
-            self._pending = 0
+            queue.pending = 0
         if status == "409" and "Consumer Deleted" in msg.headers.get("Description", ""):
+            if not queue.provisioned:
+                await self.remove(queue.spec.durable)  # whoever made it took it away
+                return
             with contextlib.suppress(Exception):
-                await self.bus.provision_consumer(self.spec)
-        await self._top_up()
+                await self.bus.provision_consumer(queue.spec)
+        await self._top_up(queue)
 
     # -- handling ------------------------------------------------------------------------------------------
 
@@ -275,13 +314,14 @@ class StreamWorker(Generic[T]):
             await self._failed(delivery, exc)
         finally:
             self._tasks.pop(key, None)
-            await self._top_up()
+            delivery.queue.in_flight -= 1
+            await self._top_up(delivery.queue)
 
     async def _failed(self, delivery: Delivery[T], exc: Exception) -> None:
         """Try again later; after the spec's last delivery, let the give-up hook record the failure, so that a
         message that cannot be processed neither loops forever nor vanishes unseen."""
         reason = reason_of(exc)
-        if self._give_up is None or delivery.deliveries < self.spec.max_deliveries:
+        if self._give_up is None or delivery.deliveries < delivery.queue.spec.max_deliveries:
             log.warning(
                 "%s: message %s not processed (%s); delivered again", self.name, _seq(delivery.msg), reason
             )
@@ -317,8 +357,12 @@ class StreamWorker(Generic[T]):
                     continue
             self._writing, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
             await self._run_batch(self._writing)
+            queues = {delivery.queue for delivery in self._writing}
+            for delivery in self._writing:
+                delivery.queue.in_flight -= 1
             self._writing = []
-            await self._top_up()
+            for queue in queues:
+                await self._top_up(queue)
 
     async def _run_batch(self, batch: list[Delivery[T]]) -> None:
         assert self._handle_batch is not None
@@ -339,6 +383,13 @@ class StreamWorker(Generic[T]):
             with contextlib.suppress(Exception):
                 await delivery.msg.ack()
         self.handled += len(batch)
+
+
+async def _unsubscribe(queue: Queue) -> None:
+    if queue.sub is not None:
+        with contextlib.suppress(Exception):
+            await queue.sub.unsubscribe()
+        queue.sub = None
 
 
 def _seq(msg: Msg) -> object:

@@ -65,9 +65,15 @@ def trigger_subject(namespace: str, trigger: str) -> str:
     return f"trigger.{token(namespace)}.{token(trigger)}"
 
 
-def invoke_subject(namespace: str, action_path: str) -> str:
-    """`action_path` is `name` or `pkg/name`."""
-    return f"invoke.{token(namespace)}.{token(action_path)}"
+def invoke_subject(namespace: str, action: str) -> str:
+    """`invoke.<ns>.<action>`: a run caused by `namespace` (the one charged for it, whose queue it waits in) of
+    `action` (any token: the invoker reads the action from the message, e.g. its "owner/[pkg/]name")."""
+    return f"invoke.{token(namespace)}.{token(action)}"
+
+
+def invoke_filter(namespace: str) -> str:
+    """Every run caused by `namespace`: the subjects of its queue on INVOKE."""
+    return f"invoke.{token(namespace)}.>"
 
 
 def activation_subject(namespace: str, name: str) -> str:

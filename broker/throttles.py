@@ -55,6 +55,9 @@ def too_many_in_flight(in_flight: int, allowed: int, adding: int = 1) -> str | N
     return f"Too many concurrent requests in flight (count: {in_flight}, allowed: {allowed})."
 
 
+_MAX_BOOKED = 10_000
+
+
 class MinuteCounter:
     """Counts per key within the current calendar minute of `clock` (epoch seconds), as OpenWhisk's
     RateThrottler: the count restarts at 0 when the minute turns, not a minute after the first request.
@@ -78,6 +81,32 @@ class MinuteCounter:
         count = self._counts.get(key, 0) + n
         self._counts[key] = count
         return count
+
+
+class MinuteBooking:
+    """Books event-driven runs into calendar minutes: the current one while it has room under the rate, else
+    the first later minute that has. Runs are booked in order, so only the last booked minute of a key can
+    have room: one (minute, count) per key is the whole state."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._last: dict[Hashable, tuple[int, int]] = {}
+
+    def book(self, key: Hashable, per_minute: int) -> int | None:
+        """Book one run; None to start now, else the epoch ms of the minute it may start in."""
+        now_minute = int(self._clock() // 60)
+        minute, count = self._last.get(key, (now_minute, 0))
+        if minute < now_minute:
+            minute, count = now_minute, 0
+        if count >= max(1, per_minute):
+            minute, count = minute + 1, 0
+        self._last[key] = (minute, count + 1)
+        if len(self._last) > _MAX_BOOKED:
+            self._forget_past(now_minute)
+        return None if minute == now_minute else minute * 60_000
+
+    def _forget_past(self, now_minute: int) -> None:
+        self._last = {k: v for k, v in self._last.items() if v[0] >= now_minute}
 
 
 # -- activations in flight -----------------------------------------------------------------------------------
@@ -168,11 +197,6 @@ class InFlightGauge:
         return reading
 
 
-def invoke_filter(namespace: str) -> str:
-    """The INVOKE subjects of every action of `namespace`."""
-    return f"{subjects.INVOKE_SUBJECTS.removesuffix('>')}{subjects.token(namespace)}.>"
-
-
 # -- the component ---------------------------------------------------------------------------------------------
 
 
@@ -197,6 +221,7 @@ class Throttles:
         self.store = store
         self.defaults = namespace_defaults(settings)
         self._minutes = MinuteCounter(clock)
+        self._booking = MinuteBooking(clock)
         self._in_flight = InFlightGauge(self._count_in_flight, ttl_s=in_flight_ttl_s)
         self._namespaces: KvCache[Namespace] = KvCache(bus, subjects.NAMESPACES_BUCKET)
 
@@ -235,9 +260,14 @@ class Throttles:
         if refusal is not None:
             raise Throttled(refusal)
 
-    async def admit_invocation(self, namespace: str) -> str | None:
-        """`check_invoke` for one activation that answers the 429 message instead of raising it."""
-        return await self._admit(namespace, 1)
+    async def book_event_run(self, namespace: str) -> int | None:
+        """An event-driven run is never refused: under `invocationsPerMinute` it starts now (None), over it in the
+        first minute with room (its epoch ms). Its concurrency is the namespace's queue's business."""
+        limits = await self.limits_of(namespace)
+        return self._booking.book((INVOKE, namespace), limits.invocationsPerMinute)
+
+    async def concurrency_of(self, namespace: str) -> int:
+        return (await self.limits_of(namespace)).concurrentInvocations
 
     async def _admit(self, namespace: str, count: int) -> str | None:
         limits = await self.limits_of(namespace)
@@ -251,6 +281,6 @@ class Throttles:
         """Messages in the INVOKE stream: all of them, or those of one namespace."""
         # The server pages its per-subject answer past 100,000 subjects; no namespace has that many actions.
         total, _ = await self.bus.count(
-            subjects.INVOKE_STREAM, None if namespace is None else invoke_filter(namespace)
+            subjects.INVOKE_STREAM, None if namespace is None else subjects.invoke_filter(namespace)
         )
         return total

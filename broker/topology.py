@@ -21,7 +21,8 @@ DUPLICATE_WINDOW_S: Final = (
 # Durable consumers.
 RULE_ENGINE: Final = "rule-engine"
 RECORDER: Final = "recorder"
-INVOKER: Final = "invoker"  # one durable shared by every invoker: they split the work queue
+# INVOKE has one durable consumer per namespace, `queue-<ns>`, shared by every invoker (see `invoke_queue`).
+INVOKE_QUEUE_PREFIX: Final = "queue-"
 
 # Deliveries of one message before its handler gives up and records the failure instead of trying again.
 MAX_DELIVERIES: Final = 5
@@ -78,6 +79,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     buckets: tuple[BucketSpec, ...]
     object_stores: tuple[ObjectStoreSpec, ...]
     consumers: tuple[ConsumerSpec, ...]
+    # (stream, durable) of consumers earlier versions made that must go: e.g. the one shared INVOKE consumer,
+    # which the per-namespace queues cannot coexist with (a work queue's consumers may not overlap).
+    retired_consumers: tuple[tuple[str, str], ...] = ()
 
     def consumer(self, durable: str) -> ConsumerSpec:
         return next(spec for spec in self.consumers if spec.durable == durable)
@@ -141,10 +145,29 @@ def topology(settings: Settings) -> Topology:
                 durable=RECORDER,
                 ack_wait_s=settings.broker_ack_wait_s,
             ),
-            ConsumerSpec(
-                stream=subjects.INVOKE_STREAM,
-                durable=INVOKER,
-                ack_wait_s=settings.invoker_ack_wait_s,
-            ),
         ),
+        retired_consumers=((subjects.INVOKE_STREAM, "invoker"),),
     )
+
+
+def invoke_queue(settings: Settings, namespace: str, max_running: int) -> ConsumerSpec:
+    """A namespace's queue on INVOKE: the runs it caused, in order, shared by every invoker.
+
+    JetStream delivers at most `max_running` of them unacknowledged (the namespace's concurrentInvocations):
+    the rest wait in the stream, durably, until a run ends. So an event-driven run over the limit waits instead
+    of being refused, and one namespace's backlog sits in its own queue, never ahead of another's events.
+    """
+    return ConsumerSpec(
+        stream=subjects.INVOKE_STREAM,
+        durable=f"{INVOKE_QUEUE_PREFIX}{subjects.token(namespace)}",
+        filter_subject=subjects.invoke_filter(namespace),
+        ack_wait_s=settings.invoker_ack_wait_s,
+        max_ack_pending=max(1, max_running),
+    )
+
+
+def queue_namespace(durable: str) -> str | None:
+    """The namespace of an INVOKE queue's consumer name (None for another consumer)."""
+    if not durable.startswith(INVOKE_QUEUE_PREFIX):
+        return None
+    return subjects.untoken(durable.removeprefix(INVOKE_QUEUE_PREFIX))

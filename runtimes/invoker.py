@@ -1,5 +1,12 @@
 """The invoker agent: pulls invocations from JetStream, runs them in the container pool, publishes their records.
 
+Every invoker reads every namespace's queue on INVOKE (broker/invoke_queues.py): JetStream delivers a namespace
+no more runs at once than its concurrentInvocations, and the invoker's run slots go to the namespaces in turn
+(runtimes/fair_gate.py), so a namespace's backlog delays no other namespace. Queues are found as they are made
+(JetStream's consumer-created advisories) and by a look every few seconds, which also brings each queue's limit
+to its namespace's current one. An event-driven run deferred past its namespace's invocationsPerMinute waits in
+its queue until its minute; one that waited longer than `max_queue_wait_s` is dead-lettered as "throttled".
+
 Retries (a Squall addition): an invocation with a retry policy (rule-fired) that fails as its policy retries
 is not run again here. Its attempt's record is published and the message is nak'ed with the backoff as delay,
 so JetStream itself redelivers it when the wait is over: no invoker holds it meanwhile, and a drain or a crash
@@ -19,6 +26,7 @@ from types import TracebackType
 from typing import Any, Final, Protocol
 
 import msgspec
+from nats.aio.msg import Msg
 
 from broker import codec, subjects
 from broker.action_refs import ResolvedAction
@@ -26,26 +34,39 @@ from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, en
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
 from broker.config import Settings
-from broker.dead_letters import DeadLetters, after_attempt, dead_letter
+from broker.dead_letters import DeadLetters, FailureReason, after_attempt, dead_letter
 from broker.entities import ACTIONS, Action, KeyValue, split_namespace
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import NotFound, SquallError, WrongCollection
 from broker.health import UNHEALTHY_ERRORS, ErrorWindow, HeartbeatPublisher, Load
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
+from broker.invoke_queues import InvokeQueues
 from broker.kinds import SEQUENCE
 from broker.limits import MB
+from broker.periodic import Periodic
 from broker.retry_policy import delay_ms
 from broker.stream_worker import Delivery, Retry, StreamWorker
-from broker.topology import INVOKER, INVOKERS_BUCKET, MAX_DELIVERIES, topology
+from broker.throttles import Throttles
+from broker.topology import (
+    INVOKE_QUEUE_PREFIX,
+    INVOKERS_BUCKET,
+    MAX_DELIVERIES,
+    ConsumerSpec,
+    queue_namespace,
+)
 from broker.trigger_events import attempt_activation_id
 from runtimes import activation_result as results
 from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
+from runtimes.fair_gate import FairGate
 from runtimes.sequences import SequenceRunner
 
 log = logging.getLogger("squall.invoker")
 
 MAX_ATTEMPTS: Final = MAX_DELIVERIES  # deliveries of one invocation before it is recorded as failed, not run
+DISCOVER_EVERY_S: Final = 2.0  # the look for queues that an advisory did not announce, and for limit changes
+QUEUE_CREATED: Final = "$JS.EVENT.ADVISORY.CONSUMER.CREATED.{stream}.*"
+THROTTLED: Final = "throttled"
 GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
 GAVE_UP_RETRYING: Final = (
     "The invocation could not be completed: it was delivered {n} times, more than its retry policy's "
@@ -135,9 +156,29 @@ def _ow_env(run: RunPayload) -> dict[str, str]:
 
 def poison_limit(invocation: Invocation) -> int:
     """The delivery that is recorded as failed instead of run: a retry policy's own attempts are deliveries
-    too, so they come on top of the crashes the invoker tolerates."""
+    too, and so is a deferral to a later minute, so they come on top of the crashes the invoker tolerates."""
     retries = invocation.retry.attempts - 1 if invocation.retry is not None else 0
-    return MAX_ATTEMPTS + retries
+    deferral = 1 if invocation.not_before is not None else 0
+    return MAX_ATTEMPTS + retries + deferral
+
+
+def first_start(invocation: Invocation, delivery: int) -> bool:
+    """Whether this delivery is the run's first chance to start (not a retry's, nor one after a crash)."""
+    return delivery <= (2 if invocation.not_before is not None else 1)
+
+
+def overdue(invocation: Invocation, now: int, max_wait_ms: int) -> bool:
+    """An event-driven run that cannot start within the maximum wait after its event: it is dead-lettered."""
+    if not invocation.event_driven or not invocation.published:
+        return False
+    return max(now, invocation.not_before or 0) - invocation.published > max_wait_ms
+
+
+def throttled_message(max_wait_ms: int) -> str:
+    return (
+        f"The run did not start within {max_wait_ms / 1000:g} s of its event: its namespace's limits "
+        "(concurrentInvocations, invocationsPerMinute) kept it waiting."
+    )
 
 
 def gave_up(invocation: Invocation, delivery: int) -> str:
@@ -199,12 +240,12 @@ class InvokerAgent:
         self._load = load
         self.errors = ErrorWindow()
         self.completed = 0
-        spec = topology(bus.settings).consumer(INVOKER)
-        if ack_wait_s is not None:
-            spec = msgspec.structs.replace(spec, ack_wait_s=ack_wait_s)
-        self._worker = StreamWorker(
+        self.max_wait_ms = int(bus.settings.max_queue_wait_s * 1000)
+        self._ack_wait_s = ack_wait_s
+        self._gate = FairGate(lambda: self.capacity)
+        self._worker: StreamWorker[Invocation] = StreamWorker(
             bus,
-            spec,
+            None,  # one queue per namespace, added as they are found
             msgspec.json.Decoder(Invocation).decode,
             handle=self._handle,
             max_in_flight=lambda: self.capacity,
@@ -215,6 +256,10 @@ class InvokerAgent:
             bus, self.invoker_id, self.load, version=version, bucket=health_bucket
         )
         self._cache = EntityCache(bus, store)
+        self._throttles = Throttles(bus, store, bus.settings)
+        self._queues = InvokeQueues(bus, bus.settings, self._throttles.concurrency_of)
+        self._discovering = Periodic(self._discover, DISCOVER_EVERY_S, name=f"queues-{self.invoker_id}")
+        self._advisories: Any = None
         self._sequences = SequenceRunner(self._cache, self._execute, self._publish)
         self._dead_letters = DeadLetters(bus)
 
@@ -222,16 +267,50 @@ class InvokerAgent:
 
     async def __aenter__(self) -> InvokerAgent:
         await self._cache.__aenter__()
+        await self._throttles.__aenter__()
         await self._heartbeat.__aenter__()  # visible before the first invocation is taken
         await self._worker.__aenter__()
+        created = QUEUE_CREATED.format(stream=subjects.INVOKE_STREAM)
+        self._advisories = await self.bus.subscribe(created, self._on_queue_created)
+        await self._discover()
+        await self._discovering.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._discovering.__aexit__(None, None, None)
+        with contextlib.suppress(Exception):
+            await self._advisories.unsubscribe()
         await self._worker.__aexit__(exc_type, exc, tb)  # no new work; runs finish or go back (nak)
         await self._heartbeat.__aexit__(None, None, None)
+        await self._throttles.__aexit__(None, None, None)
         await self._cache.__aexit__(None, None, None)
+
+    # -- the queues ------------------------------------------------------------------------------------
+
+    async def _discover(self) -> None:
+        try:
+            specs = await self._queues.reconcile()
+        except SquallError as exc:  # NATS away for a moment: the next look will tell
+            log.warning("invoker %s cannot list the queues: %s", self.invoker_id, exc.message)
+            return
+        for spec in specs:
+            await self._read(spec)
+        found = {spec.durable for spec in specs}
+        for durable in self._worker.durables - found:
+            await self._worker.remove(durable)
+
+    async def _on_queue_created(self, msg: Msg) -> None:
+        durable = msg.subject.rpartition(".")[2]
+        if durable.startswith(INVOKE_QUEUE_PREFIX) and durable not in self._worker.durables:
+            with contextlib.suppress(SquallError):
+                await self._read(await self._queues.spec(queue_namespace(durable) or ""))
+
+    async def _read(self, spec: ConsumerSpec) -> None:
+        if self._ack_wait_s is not None:  # tests make an invoker give up on runs sooner
+            spec = msgspec.structs.replace(spec, ack_wait_s=self._ack_wait_s)
+        await self._worker.add(spec, provision=False)
 
     def load(self) -> Load:
         base = self._load() if self._load is not None else Load()
@@ -253,14 +332,39 @@ class InvokerAgent:
 
     async def _handle(self, delivery: Delivery[Invocation]) -> Retry | None:
         invocation = delivery.value
+        now = now_ms()
+        if first_start(invocation, delivery.deliveries) and overdue(invocation, now, self.max_wait_ms):
+            await self._throttled(delivery, now)
+            return None
+        if invocation.not_before is not None and now < invocation.not_before:
+            return Retry((invocation.not_before - now) / 1000)  # its namespace's rate has room only then
         result_to = delivery.header(RESULT_HEADER)
-        if invocation.retry is not None:
-            verdict = await self._attempt(delivery, result_to)
-        else:
-            await self._publish(await self._process(invocation, delivery.deliveries), result_to)
-            verdict = None
+        async with self._gate.slot(invocation.namespace):
+            if invocation.retry is not None:
+                verdict = await self._attempt(delivery, result_to)
+            else:
+                await self._publish(await self._process(invocation, delivery.deliveries), result_to)
+                verdict = None
         self.completed += 1
         return verdict
+
+    async def _throttled(self, delivery: Delivery[Invocation], now: int) -> None:
+        """A run that waited too long for its namespace's capacity: its record says so, and it is dead-lettered
+        (reason "throttled"), where a redrive runs it."""
+        invocation = delivery.value
+        message = throttled_message(self.max_wait_ms)
+        record = results.failure_record(
+            invocation=invocation,
+            name=invocation.action.rpartition("/")[2],
+            path=invocation.action,
+            status=APPLICATION_ERROR,
+            message=message,
+            now=now,
+        )
+        await self._publish(record)
+        letter = dead_letter(invocation, record, 0, delivery.stored_ms)
+        reason = FailureReason(status=THROTTLED, error=message)
+        await self._dead_letters.publish(msgspec.structs.replace(letter, reason=reason))
 
     async def _attempt(self, delivery: Delivery[Invocation], result_to: str | None) -> Retry | None:
         """One attempt of an invocation with a retry policy: its record, then a retry, a dead letter or done."""

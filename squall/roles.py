@@ -16,6 +16,7 @@ from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
+from broker.invoke_queues import InvokeQueues
 from broker.key_cache import KeyCache
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import RuleEngine
@@ -59,9 +60,11 @@ class Backbone:
 async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiServer]:
     # The gateway, key cache and throttles outlive the server on both ends: no request may find them missing.
     async with (
-        InvokeGateway(backbone.bus) as gateway,
-        KeyCache(backbone.bus, backbone.store) as keys,
         Throttles(backbone.bus, backbone.store, settings) as throttles,
+        InvokeGateway(
+            backbone.bus, queues=InvokeQueues(backbone.bus, settings, throttles.concurrency_of)
+        ) as gateway,
+        KeyCache(backbone.bus, backbone.store) as keys,
     ):
         app = create_app(settings, backbone.store, backbone.activations, keys)
         attach(app, gateway)
@@ -95,7 +98,13 @@ async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[N
             ack_wait_s=settings.broker_ack_wait_s,
         ),
         Throttles(backbone.bus, backbone.store, settings) as throttles,
-        # Each rule's run counts against the namespace's invocation throttles, as OpenWhisk's does.
-        RuleEngine(backbone.bus, backbone.store, settings, admit=throttles.admit_invocation),
+        # Each rule's run counts against the namespace's limits, but waits instead of being refused.
+        RuleEngine(
+            backbone.bus,
+            backbone.store,
+            settings,
+            schedule=throttles.book_event_run,
+            queues=InvokeQueues(backbone.bus, settings, throttles.concurrency_of),
+        ),
     ):
         yield

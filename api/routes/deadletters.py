@@ -11,8 +11,8 @@ from api.context import JSON, authenticated
 from api.listing import LIST_PARAMS, page_of
 from api.routes.invoke import ActivationIdBody, gateway_of
 from api.routing import Operation, route
+from broker.clock import now_ms
 from broker.dead_letters import DeadLetter, DeadLetters, public, validate_letter_id
-from broker.health import now_ms
 
 COLLECTION_PATH = "/api/v1/namespaces/{namespace}/deadletters"
 ENTITY_PATH = COLLECTION_PATH + "/{id}"

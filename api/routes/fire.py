@@ -23,10 +23,10 @@ from api.routing import Operation, route
 from api.throttling import throttles_of
 from broker import codec, params, subjects
 from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
+from broker.clock import now_ms
 from broker.entities import TRIGGERS, validate_name
-from broker.errors import BadRequest, PayloadTooLarge
-from broker.health import now_ms
-from broker.limits import PAYLOAD_MAX_BYTES, too_large_message
+from broker.errors import BadRequest
+from broker.limits import PAYLOAD_MAX_BYTES
 from broker.rule_links import active_rules
 from broker.trigger_events import (
     HOPS_EXTENSION,
@@ -128,9 +128,7 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
             subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
         )
         raise BadRequest(message)
-    payload = codec.encode(event)
-    if len(payload) > bus.nc.max_payload:  # trigger parameters can pass what the body alone could not
-        raise PayloadTooLarge(too_large_message(len(payload), bus.nc.max_payload))
+    payload = bus.encode(event)  # trigger parameters can pass what the body alone could not
     await bus.publish(subjects.trigger_subject(namespace, name), payload, msg_id=activation_id)
     return JSON(
         ActivationIdBody(activationId=activation_id), 202, headers={ACTIVATION_ID_HEADER: activation_id}

@@ -24,17 +24,20 @@ from api.request_id import request_id_of
 from api.routes.packages import resolve_package
 from api.routing import Operation, Param, route
 from api.throttling import throttles_of
-from broker import codec, kinds, subjects
+from broker import codec, kinds
 from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.bus import JetStreamBus
+from broker.clock import now_ms
 from broker.entities import ACTIONS, Action, KeyValue, split_path
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
-from broker.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
-from broker.health import INVOKERS_BUCKET, InvokerRegistry, now_ms
+from broker.errors import BadRequest, NotFound, Unavailable
+from broker.health import InvokerRegistry
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
-from broker.limits import PAYLOAD_MAX_BYTES, too_large_message
+from broker.invoke_queues import InvokeQueues, subject_of
+from broker.limits import PAYLOAD_MAX_BYTES
+from broker.topology import INVOKERS_BUCKET
 
 log = logging.getLogger("squall.api")
 
@@ -98,9 +101,15 @@ class InvokeGateway:
     which invokers are up. `async with InvokeGateway(bus) as gateway: attach(app, gateway)`."""
 
     def __init__(
-        self, bus: JetStreamBus, *, health_bucket: str = INVOKERS_BUCKET, store_poll_s: float = STORE_POLL_S
+        self,
+        bus: JetStreamBus,
+        *,
+        health_bucket: str = INVOKERS_BUCKET,
+        store_poll_s: float = STORE_POLL_S,
+        queues: InvokeQueues | None = None,
     ) -> None:
         self.bus = bus
+        self.queues = queues or InvokeQueues(bus, bus.settings)
         self.registry = InvokerRegistry(bus, bucket=health_bucket)
         self.actions = EntityCache(bus, EntityStore(bus))
         self.store_poll_s = store_poll_s
@@ -109,10 +118,9 @@ class InvokeGateway:
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def __aenter__(self) -> InvokeGateway:
-        nc = self.bus.nc
-        self._inbox = nc.new_inbox()
+        self._inbox = self.bus.new_inbox()
         # One subscription for every waiting request: a per-request SUB/UNSUB would cost two messages each.
-        self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_record)
+        self._sub = await self.bus.subscribe(f"{self._inbox}.*", self._on_record)
         await self.registry.__aenter__()
         await self.actions.__aenter__()
         return self
@@ -135,16 +143,15 @@ class InvokeGateway:
     async def invoke(
         self,
         invocation: Invocation,
-        subject: str,
         wait_s: float | None,
         lookup: Callable[[], Awaitable[Activation | None]] | None = None,
     ) -> Activation | None:
         """Publish `invocation`; with `wait_s`, wait that long for its record (None when it is not done)."""
         if not await self.registry.any_healthy():
             raise Unavailable()
-        payload = codec.encode(invocation)
-        if len(payload) > self.bus.nc.max_payload:  # merged parameters can pass what the body alone could not
-            raise PayloadTooLarge(too_large_message(len(payload), self.bus.nc.max_payload))
+        payload = self.bus.encode(invocation)  # merged parameters can pass what the body alone could not
+        subject = subject_of(invocation)
+        await self.queues.ensure(invocation.namespace)
         aid = invocation.activationId
         if wait_s is None:
             await self.bus.publish(subject, payload, msg_id=aid)
@@ -301,12 +308,7 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     async def lookup() -> Activation | None:
         return await activations.get(identity.namespace, aid)
 
-    record = await gateway_of(request).invoke(
-        invocation,
-        subjects.invoke_subject(target.owner, target.path),
-        wait / 1000 if blocking else None,
-        lookup,
-    )
+    record = await gateway_of(request).invoke(invocation, wait / 1000 if blocking else None, lookup)
     headers = {ACTIVATION_ID_HEADER: aid}
     if record is None:
         return JSON(ActivationIdBody(activationId=aid), 202, headers=headers)

@@ -8,7 +8,8 @@ from starlette.responses import Response
 from api.context import JSON
 from api.routes.invoke import gateway_of
 from api.routing import Operation, route
-from broker.health import healthy_count, listing, now_ms
+from broker.clock import now_ms
+from broker.health import healthy_count, listing
 
 # A listing is rare: it reads the heartbeats afresh rather than answer from the background view.
 _MAX_AGE_S = 0.0

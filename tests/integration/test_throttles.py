@@ -25,7 +25,8 @@ from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.errors import Throttled
 from broker.namespaces import Namespace, NamespaceLimits
-from broker.throttles import Throttles, invoke_filter
+from broker.subjects import invoke_filter
+from broker.throttles import Throttles
 from runtimes.contract import RunOutcome, RunRequest
 from runtimes.invoker import InvokerAgent
 from squall.standalone import GUEST_LIMITS
@@ -44,6 +45,15 @@ async def new_namespace(store: EntityStore, **limits: int) -> tuple[str, str]:
     return name, await create_namespace(store, name, limits=NamespaceLimits(**limits))
 
 
+async def refusal(throttles: Throttles, namespace: str) -> str | None:
+    """`check_invoke`'s 429 message, or None when it admits."""
+    try:
+        await throttles.check_invoke(namespace)
+    except Throttled as exc:
+        return exc.message
+    return None
+
+
 @pytest.fixture
 async def throttles(bus: JetStreamBus, store: EntityStore, settings: Settings) -> AsyncIterator[Throttles]:
     async with Throttles(bus, store, settings, clock=fixed_clock, in_flight_ttl_s=0.05) as throttles:
@@ -59,10 +69,8 @@ async def test_the_third_invocation_past_a_limit_of_two_is_429(
     with pytest.raises(Throttled) as raised:
         await throttles.check_invoke(ns)
     assert raised.value.message == "Too many requests in the last minute (count: 3, allowed: 2)."
-    # Refused ones count too, as in OpenWhisk; the rule engine's form answers the message instead.
-    assert (
-        await throttles.admit_invocation(ns) == "Too many requests in the last minute (count: 4, allowed: 2)."
-    )
+    # Refused ones count too, as in OpenWhisk.
+    assert await refusal(throttles, ns) == "Too many requests in the last minute (count: 4, allowed: 2)."
 
 
 async def test_fires_count_apart_from_invocations(throttles: Throttles, store: EntityStore) -> None:
@@ -71,7 +79,7 @@ async def test_fires_count_apart_from_invocations(throttles: Throttles, store: E
     with pytest.raises(Throttled) as raised:
         await throttles.check_fire(ns)
     assert raised.value.message == "Too many requests in the last minute (count: 2, allowed: 1)."
-    assert await throttles.admit_invocation(ns) is None
+    assert await refusal(throttles, ns) is None
 
 
 async def test_namespaces_count_apart_and_default_to_the_settings(
@@ -87,16 +95,16 @@ async def test_namespaces_count_apart_and_default_to_the_settings(
             await throttles.check_invoke(first)
         # A name without a record (a key imported by hand) gets the system values too.
         nameless = f"ns-{uuid.uuid4().hex[:10]}"
-        assert await throttles.admit_invocation(nameless) is None
-        assert await throttles.admit_invocation(nameless) is not None
+        assert await refusal(throttles, nameless) is None
+        assert await refusal(throttles, nameless) is not None
 
 
 async def test_a_changed_limit_applies_at_once(throttles: Throttles, store: EntityStore) -> None:
     ns, _ = await new_namespace(store, invocationsPerMinute=1)
     await throttles.check_invoke(ns)
-    assert await throttles.admit_invocation(ns) is not None  # count 2: cached limits say 1
+    assert await refusal(throttles, ns) is not None  # count 2: cached limits say 1
     await store.put_namespace(Namespace(name=ns, limits=NamespaceLimits(invocationsPerMinute=10)))
-    assert await throttles.admit_invocation(ns) is None  # count 3, now under 10
+    assert await refusal(throttles, ns) is None  # count 3, now under 10
 
 
 async def test_activations_in_flight_are_counted_from_the_invoke_stream(

@@ -53,7 +53,9 @@ def test_token_is_injective() -> None:
 
 def test_subject_builders_keep_one_token_per_part() -> None:
     assert subjects.trigger_subject("ns", "my.trigger") == "trigger.ns.my=2Etrigger"
-    assert subjects.invoke_subject("ns", "pkg/a").split(".") == ["invoke", "ns", "pkg=2Fa"]
+    assert subjects.invoke_subject("ns", "own/pkg/a").split(".") == ["invoke", "ns", "own=2Fpkg=2Fa"]
+    assert subjects.invoke_filter("guest") == "invoke.guest.>"
+    assert subjects.invoke_filter("a.b c") == "invoke.a=2Eb=20c.>"
     assert subjects.activation_subject("a b", "c").split(".") == ["activation", "a=20b", "c"]
     assert subjects.deadletter_subject("a b", "0f" * 16).split(".") == ["deadletter", "a=20b", "0f" * 16]
     assert subjects.deadletter_subject("a b") == "deadletter.a=20b.*"  # every letter of the namespace

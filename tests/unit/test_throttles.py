@@ -13,7 +13,6 @@ from broker.namespaces import NamespaceLimits
 from broker.throttles import (
     InFlightGauge,
     MinuteCounter,
-    invoke_filter,
     too_many_in_flight,
     too_many_per_minute,
 )
@@ -167,11 +166,6 @@ async def test_a_failed_read_reaches_every_waiter_and_the_next_request_reads_aga
     assert all(isinstance(r, RuntimeError) for r in results)
     assert await gauge.admit("ns", 5) is None
     assert calls == 2
-
-
-def test_the_namespace_filter_uses_the_subject_token() -> None:
-    assert invoke_filter("guest") == "invoke.guest.>"
-    assert invoke_filter("a.b c") == "invoke.a=2Eb=20c.>"
 
 
 def test_settings_are_the_system_values_of_the_limit_documents() -> None:

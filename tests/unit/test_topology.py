@@ -6,7 +6,7 @@ import fnmatch
 
 from broker import subjects
 from broker.config import Settings
-from broker.topology import INVOKER, RECORDER, RULE_ENGINE, topology
+from broker.topology import RECORDER, RULE_ENGINE, invoke_queue, queue_namespace, topology
 
 
 def test_every_consumer_reads_a_declared_stream_and_every_subject_has_one_stream() -> None:
@@ -29,7 +29,13 @@ def test_policies_follow_the_design() -> None:
     assert shape.consumer(RULE_ENGINE).deliver == "new"  # a new engine must not replay the event history
     assert shape.consumer(RECORDER).deliver == "all"
     assert shape.consumer(RULE_ENGINE).ack_wait_s == 4.0
-    assert shape.consumer(INVOKER).ack_wait_s == 7.0
+    queue = invoke_queue(Settings(invoker_ack_wait_s=7.0), "a.b c", 20)
+    assert queue.ack_wait_s == 7.0 and queue.max_ack_pending == 20
+    assert queue.filter_subject == subjects.invoke_filter("a.b c")
+    assert queue_namespace(queue.durable) == "a.b c"
+    assert queue_namespace(RULE_ENGINE) is None
+    # The one shared INVOKE consumer of earlier versions overlaps every queue: provisioning removes it.
+    assert (subjects.INVOKE_STREAM, "invoker") in shape.retired_consumers
 
 
 def test_replicas_come_from_one_setting() -> None:
