@@ -16,10 +16,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +29,6 @@ from api.routes.invoke import InvokeGateway, attach
 from broker.activation_store import ActivationStore
 from broker.admin import create_namespace
 from broker.bus import JetStreamBus
-from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.namespaces import NamespaceLimits
 from broker.recorder import ActivationRecorder
@@ -42,12 +37,11 @@ from broker.trigger_events import fire_id
 from runtimes.contract import RunOutcome, RunRequest
 from runtimes.invoker import InvokerAgent
 from squall.embedded import EmbeddedNats
+from tests.integration.broker_process import BrokerProcess, consumers, isolated_settings
 from tests.integration.conftest import basic
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SQUALL = Path(sys.executable).with_name("squall")
 CODE = {"exec": {"kind": "python:default", "code": "def main(args):\n    return args\n"}}
 RULES = 2
 # The broker throttles each rule's run like an invoke: this test counts deliveries, not the throttle.
@@ -73,83 +67,12 @@ async def nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
         yield server
 
 
-def isolated_settings(nats_url: str, mongo_uri: str, tmp_path: Path) -> Settings:
-    return Settings(
-        nats_url=nats_url,
-        mongodb_uri=mongo_uri,
-        mongodb_database=f"rel_{uuid.uuid4().hex[:10]}",
-        data_dir=tmp_path,
-        broker_ack_wait_s=2.0,  # how soon the work of a killed broker comes back
-    )
-
-
-class BrokerProcess:
-    """`squall serve broker` as a child process, killed without warning on request."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings = settings
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL_")}
-        env |= {
-            "SQUALL_NATS_URL": self.settings.nats_url,
-            "SQUALL_MONGODB_URI": self.settings.mongodb_uri,
-            "SQUALL_MONGODB_DATABASE": self.settings.mongodb_database,
-            "SQUALL_BROKER_ACK_WAIT_S": str(self.settings.broker_ack_wait_s),
-        }
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(SQUALL), "serve", "broker"], env=env, stdout=log, stderr=log, cwd=ROOT
-            )
-
-    async def wait_running(self, deadline_s: float = 30) -> None:
-        end = time.monotonic() + deadline_s
-        while "broker role running" not in self.log_path.read_text().split("--- start ---")[-1]:
-            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < end, (
-                f"broker not running in {deadline_s} s:\n{self.log_path.read_text()}"
-            )
-            await asyncio.sleep(0.05)
-
-    async def restart_after_kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        with self.log_path.open("a") as log:
-            log.write("\n--- start ---\n")
-        self.start()
-        await self.wait_running()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 async def make_rules(client: httpx.AsyncClient) -> None:
     assert (await client.put("/api/v1/namespaces/_/triggers/t")).status_code == 200
     for i in range(RULES):
         assert (await client.put(f"/api/v1/namespaces/_/actions/a{i}", json=CODE)).status_code == 200
         rule = {"trigger": "t", "action": f"a{i}"}
         assert (await client.put(f"/api/v1/namespaces/_/rules/r{i}", json=rule)).status_code == 200
-
-
-async def consumers(bus: JetStreamBus) -> str:
-    """Where the messages are, for a failure message."""
-    report = []
-    for stream in ("TRIGGERS", "INVOKE", "ACTIVATIONS"):
-        for info in await bus.js.consumers_info(stream):
-            report.append(
-                f"{stream}/{info.name}: pending {info.num_pending}, ack pending {info.num_ack_pending}, "
-                f"redelivered {info.num_redelivered}, waiting {info.num_waiting}"
-            )
-    return "\n".join(report)
 
 
 async def wait_for_count(
