@@ -70,9 +70,9 @@ async def serve(data_dir: Path, port: int) -> None:
     from api.server import ApiServer
     from broker.admin import ensure_namespace
     from runtimes.invoker import invoker_role
+    from runtimes.podman_service import PodmanService
     from squall import roles
     from squall.embedded import EmbeddedMongo, EmbeddedNats
-    from squall.podman_service import PodmanService
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -321,7 +321,7 @@ async def main() -> None:
     if args.serve:
         await serve(Path(args.serve[0]), int(args.serve[1]))
         return
-    from squall.podman_service import PodmanService
+    from runtimes.podman_service import PodmanService
 
     # One engine service for the whole run: the floors and the server's pool share it.
     async with PodmanService(Settings.from_env()):

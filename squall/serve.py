@@ -8,8 +8,8 @@ from rich.console import Console
 
 from broker.config import Settings
 from broker.errors import BadRequest
+from runtimes.podman_service import PodmanService
 from squall import roles
-from squall.podman_service import PodmanService
 from squall.standalone import stop_event
 
 

@@ -18,9 +18,9 @@ from broker.admin import ensure_namespace
 from broker.config import GUEST_KEY, Settings
 from broker.errors import Unavailable
 from broker.namespaces import NamespaceLimits
+from runtimes.podman_service import PodmanService
 from squall import roles, runtime_file
 from squall.embedded import EmbeddedMongo, EmbeddedNats
-from squall.podman_service import PodmanService
 from squall.runtime_file import RuntimeInfo
 
 log = logging.getLogger("squall.standalone")

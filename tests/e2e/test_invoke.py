@@ -38,8 +38,8 @@ from broker.errors import NotFound
 from broker.health import Heartbeat, read_heartbeats
 from broker.recorder import ActivationRecorder
 from runtimes.invoker import invoker_role
+from runtimes.podman_service import PodmanService
 from squall.embedded import EmbeddedMongo, EmbeddedNats
-from squall.podman_service import PodmanService
 from tests.conditions import eventually
 
 pytestmark = [pytest.mark.e2e]
