@@ -65,8 +65,8 @@ def ms(seconds: float) -> str:
 async def serve(data_dir: Path, port: int) -> None:
     """Everything an invoke needs, in this process: API, gateway, recorder, invoker, embedded servers."""
     from api.app import create_app
+    from api.gateway import InvokeGateway, attach
     from api.routes import invoke, invokers
-    from api.routes.invoke import InvokeGateway, attach
     from api.server import ApiServer
     from broker.admin import ensure_namespace
     from runtimes.invoker import invoker_role

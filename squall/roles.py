@@ -9,7 +9,7 @@ from types import TracebackType
 import msgspec
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from api.server import ApiServer
 from api.throttling import attach_throttles
 from broker.activation_store import ActivationStore

@@ -8,8 +8,8 @@ from starlette.responses import Response
 
 from api.auth import Identity
 from api.context import JSON, authenticated
+from api.gateway import ActivationIdBody, gateway_of
 from api.listing import LIST_PARAMS, page_of
-from api.routes.invoke import ActivationIdBody, gateway_of
 from api.routing import Operation, route
 from broker.dead_letters import DeadLetter, DeadLetters, public, validate_letter_id
 from broker.health import now_ms

@@ -17,8 +17,8 @@ from api.auth import Identity
 from api.body import read_bytes
 from api.cloudevents import Incoming, read_event
 from api.context import JSON, authenticated, services
+from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
 from api.request_id import request_id_of
-from api.routes.invoke import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
 from api.routing import Operation, route
 from api.throttling import throttles_of
 from broker import codec, params, subjects

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.context import JSON
-from api.routes.invoke import gateway_of
+from api.gateway import gateway_of
 from api.routing import Operation, route
 from broker.health import healthy_count, listing, now_ms
 

@@ -25,8 +25,8 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.gateway import InvokeGateway, attach
 from api.routes import invoke, invokers
-from api.routes.invoke import InvokeGateway, attach
 from broker import subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.activations import APPLICATION_ERROR, SUCCESS, Activation, make_response, new_activation_id

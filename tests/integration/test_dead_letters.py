@@ -12,7 +12,7 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import APPLICATION_ERROR, SUCCESS, Activation, annotation, new_activation_id

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation, new_activation_id

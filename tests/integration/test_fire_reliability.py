@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from broker.activation_store import ActivationStore
 from broker.admin import create_namespace
 from broker.bus import JetStreamBus

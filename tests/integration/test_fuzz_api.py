@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.applications import Starlette
 
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.activations import SUCCESS, Activation, make_response, new_activation_id

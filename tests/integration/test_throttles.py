@@ -14,7 +14,7 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway, attach
 from api.throttling import attach_throttles
 from broker import subjects
 from broker.activation_store import ActivationStore
