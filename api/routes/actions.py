@@ -25,7 +25,7 @@ from api.entity_views import (
     without_code,
 )
 from api.listing import LIST_PARAMS, page_of
-from api.routes.packages import not_authorized, resolve_package
+from api.package_access import not_authorized, resolve_package
 from api.routing import Operation, Param, route
 from broker import kinds, limits, params
 from broker.entities import (

@@ -14,8 +14,8 @@ from api.auth import Identity, credentials_of
 from api.body import query_bool, read_bytes
 from api.context import JSON, authenticated, services
 from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
+from api.package_access import resolve_package
 from api.request_id import request_id_of
-from api.routes.packages import resolve_package
 from api.routing import Operation, Param, route
 from api.throttling import throttles_of
 from broker import kinds, subjects
