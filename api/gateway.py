@@ -12,8 +12,6 @@ from typing import Any, Final
 
 import msgspec
 from nats.aio.msg import Msg
-from starlette.applications import Starlette
-from starlette.requests import Request
 
 from broker import codec
 from broker.activations import Activation
@@ -39,7 +37,7 @@ class ActivationIdBody(msgspec.Struct, frozen=True, kw_only=True):
 
 class InvokeGateway:
     """The API side of invoking: publishes invocations, hands each waiting request its record, and knows
-    which invokers are up. `async with InvokeGateway(bus) as gateway: attach(app, gateway)`."""
+    which invokers are up. `async with InvokeGateway(bus) as gateway: create_app(…, gateway=gateway)`."""
 
     def __init__(
         self, bus: JetStreamBus, *, health_bucket: str = INVOKERS_BUCKET, store_poll_s: float = STORE_POLL_S
@@ -122,15 +120,3 @@ class InvokeGateway:
                     found = await lookup()
                     if found is not None:
                         return codec.encode(found)
-
-
-def attach(app: Starlette, gateway: InvokeGateway) -> None:
-    """Make `gateway` the one the invoke and invokers routes of `app` use."""
-    app.state.invoke_gateway = gateway
-
-
-def gateway_of(request: Request) -> InvokeGateway:
-    gateway = getattr(request.app.state, "invoke_gateway", None)
-    if not isinstance(gateway, InvokeGateway):
-        raise Unavailable()
-    return gateway

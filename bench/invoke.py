@@ -65,7 +65,8 @@ def ms(seconds: float) -> str:
 async def serve(data_dir: Path, port: int) -> None:
     """Everything an invoke needs, in this process: API, gateway, recorder, invoker, embedded servers."""
     from api.app import create_app
-    from api.gateway import InvokeGateway, attach
+    from api.context import app_state
+    from api.gateway import InvokeGateway
     from api.routes import invoke, invokers
     from api.server import ApiServer
     from broker.admin import ensure_namespace
@@ -91,7 +92,7 @@ async def serve(data_dir: Path, port: int) -> None:
         app.router.routes.extend(
             r for r in (*invoke.routes, *invokers.routes) if id(r.endpoint) not in present
         )
-        attach(app, await stack.enter_async_context(InvokeGateway(backbone.bus)))
+        app_state(app).gateway = await stack.enter_async_context(InvokeGateway(backbone.bus))
         await stack.enter_async_context(ApiServer(app, settings.api_host, port))
         await stack.enter_async_context(invoker_role(settings, backbone.bus, backbone.store))
         print(json.dumps({"nats": nats.url}), flush=True)

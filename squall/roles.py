@@ -9,9 +9,8 @@ from types import TracebackType
 import msgspec
 
 from api.app import create_app
-from api.gateway import InvokeGateway, attach
+from api.gateway import InvokeGateway
 from api.server import ApiServer
-from api.throttling import attach_throttles
 from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
@@ -64,9 +63,9 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
         KeyCache(backbone.bus, backbone.store) as keys,
         Throttles(backbone.bus, backbone.store, settings) as throttles,
     ):
-        app = create_app(settings, backbone.store, backbone.activations, keys)
-        attach(app, gateway)
-        attach_throttles(app, throttles)
+        app = create_app(
+            settings, backbone.store, backbone.activations, keys, gateway=gateway, throttles=throttles
+        )
         async with ApiServer(
             app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
         ) as api:

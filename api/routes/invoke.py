@@ -12,12 +12,11 @@ from starlette.responses import Response
 
 from api.auth import Identity, credentials_of
 from api.body import query_bool, read_bytes
-from api.context import JSON, authenticated, services
-from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
+from api.context import JSON, authenticated, state
+from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.package_access import resolve_package
 from api.request_id import request_id_of
 from api.routing import Operation, Param, route
-from api.throttling import throttles_of
 from broker import kinds, subjects
 from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
@@ -92,11 +91,11 @@ class Target:
 
 
 async def resolve_target(request: Request, identity: Identity) -> Target:
-    store = services(request).store
+    store = state(request).store
     package, name = split_path(request.path_params["name"])
     if package is None:
         owner = identity.resolve(request.path_params["namespace"])
-        action = (await gateway_of(request).actions.get(ACTIONS, owner, name)).entity
+        action = (await state(request).gateway.actions.get(ACTIONS, owner, name)).entity
         return Target(action=action, owner=owner, path=name, parameters=[], binding=None)
     resolved = await resolve_package(store, identity, request.path_params["namespace"], package)
     pkg = resolved.package
@@ -163,7 +162,7 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     action = target.action
     kinds.check_invocable(action.exec.kind)
     # The caller's namespace pays, as in OpenWhisk; a sequence counts once, its components not at all.
-    await throttles_of(request).check_invoke(identity.namespace)
+    await state(request).throttles.check_invoke(identity.namespace)
     invocation = Invocation(
         activationId=new_activation_id(),
         namespace=identity.namespace,
@@ -177,12 +176,12 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
         published=now_ms(),
     )
     aid = invocation.activationId
-    activations = services(request).activations
+    activations = state(request).activations
 
     async def lookup() -> Activation | None:
         return await activations.get(identity.namespace, aid)
 
-    record = await gateway_of(request).invoke(
+    record = await state(request).gateway.invoke(
         invocation,
         subjects.invoke_subject(target.owner, target.path),
         wait / 1000 if blocking else None,

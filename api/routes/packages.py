@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from api.auth import Identity
 from api.body import query_bool, read_json
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.crud import put_entity
 from api.entity_views import (
     PackagePut,
@@ -50,7 +50,7 @@ def not_empty_message(count: int) -> str:
 async def list_packages(request: Request, identity: Identity) -> Response:
     namespace, owner = identity.resolve_for_read(request.path_params["namespace"])
     page = page_of(request)
-    found = await services(request).store.list(PACKAGES, namespace)
+    found = await state(request).store.list(PACKAGES, namespace)
     if not owner:  # OpenWhisk's public view: published packages, never bindings
         found = [p for p in found if p.publish and not p.binding.is_bound]
     if page.count:
@@ -70,7 +70,7 @@ async def list_packages(request: Request, identity: Identity) -> Response:
 )
 @authenticated
 async def get_package(request: Request, identity: Identity) -> Response:
-    store = services(request).store
+    store = state(request).store
     resolved = await resolve_package(
         store, identity, request.path_params["namespace"], request.path_params["name"]
     )
@@ -102,7 +102,7 @@ async def put_package(request: Request, identity: Identity) -> Response:
         annotations=params.normalize(put.annotations) if isinstance(put.annotations, list) else None,
     )
     binding = requested_binding(put, namespace)
-    store = services(request).store
+    store = state(request).store
     if binding is not None:
         await check_binding_target(store, identity, binding)
     stored = await put_entity(
@@ -136,7 +136,7 @@ async def delete_package(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     name = validate_name(request.path_params["name"], "package name")
     force = query_bool(request, "force")
-    store = services(request).store
+    store = state(request).store
     current = await store.get(PACKAGES, namespace, name)
     if not current.entity.binding.is_bound:
         contents = await store.list_in_package(namespace, name)

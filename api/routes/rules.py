@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from api.auth import Identity
 from api.body import query_bool, read_json
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.listing import LIST_PARAMS, page_of
 from api.package_access import not_authorized
 from api.routing import Operation, Param, route
@@ -88,7 +88,7 @@ async def _check_entitled(store: EntityStore, namespace: str, content: RuleConte
 async def list_rules(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     page = page_of(request)
-    rules = await services(request).store.list(RULES, namespace)
+    rules = await state(request).store.list(RULES, namespace)
     if page.count:
         return JSON(RuleCount(rules=max(0, len(rules) - page.skip)))
     return JSON([list_item(r) for r in page.slice(rules)])
@@ -102,7 +102,7 @@ async def list_rules(request: Request, identity: Identity) -> Response:
 @authenticated
 async def get_rule(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
-    store = services(request).store
+    store = state(request).store
     rule = (await store.get(RULES, namespace, name)).entity
     return JSON(view(rule, await rule_writes.status_of(store, rule)))
 
@@ -127,7 +127,7 @@ async def put_rule(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
     overwrite = query_bool(request, "overwrite")
     content = resolve_put(await read_json(request, RulePut), namespace)
-    store = services(request).store
+    store = state(request).store
     await _check_entitled(store, namespace, content)
     try:
         current = await store.get(RULES, namespace, name)
@@ -156,7 +156,7 @@ async def put_rule(request: Request, identity: Identity) -> Response:
 async def set_rule_status(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
     desired = parse_status((await read_json(request, RuleStatusBody)).status)
-    await rule_writes.set_rule_status(services(request).store, namespace, name, desired)
+    await rule_writes.set_rule_status(state(request).store, namespace, name, desired)
     return Response(status_code=200)
 
 
@@ -173,7 +173,7 @@ async def set_rule_status(request: Request, identity: Identity) -> Response:
 @authenticated
 async def delete_rule(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
-    deleted = await rule_writes.delete_rule(services(request).store, namespace, name)
+    deleted = await rule_writes.delete_rule(state(request).store, namespace, name)
     return JSON(view(deleted, RULE_INACTIVE))
 
 

@@ -25,7 +25,8 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.gateway import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from api.routes import invoke, invokers
 from broker import subjects
 from broker.activation_store import ActivationStore
@@ -106,7 +107,7 @@ async def squall_on(
         await activations.provision()
         await stack.enter_async_context(ActivationRecorder(bus, activations))
         app = with_routes(create_app(settings, entities, activations))
-        attach(app, await stack.enter_async_context(InvokeGateway(bus)))
+        app_state(app).gateway = await stack.enter_async_context(InvokeGateway(bus))
         if invoker:
             await stack.enter_async_context(invoker_role(settings, bus, entities))
         namespace = f"e2e-{uuid.uuid4().hex[:8]}"

@@ -15,7 +15,8 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.gateway import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from api.routes import invoke, invokers
 from broker import codec, subjects
 from broker.activation_store import ActivationStore
@@ -87,7 +88,7 @@ async def app(
         if id(extra.endpoint) not in present:
             app.router.routes.append(extra)
     async with InvokeGateway(bus, health_bucket=bucket, store_poll_s=0.5) as gateway:
-        attach(app, gateway)
+        app_state(app).gateway = gateway
         yield app
 
 
