@@ -6,8 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-import msgspec
-
 from api.app import create_app
 from api.gateway import InvokeGateway
 from api.server import ApiServer
@@ -73,13 +71,9 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
 
 
 @contextlib.asynccontextmanager
-async def invoker_role_for(settings: Settings, backbone: Backbone, api_url: str) -> AsyncIterator[None]:
-    """The invoker: a container pool on the rootless Podman service, pulling from INVOKE.
-
-    `api_url` is what actions get as `__OW_API_HOST`; in standalone it is the API's real address.
-    """
-    host, _, port = api_url.removeprefix("http://").rpartition(":")
-    settings = msgspec.structs.replace(settings, api_host=host, api_port=int(port))
+async def invoker_role_for(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
+    """The invoker: a container pool on the rootless Podman service, pulling from INVOKE; actions reach the
+    API (`__OW_API_HOST`) at `settings.api_url`."""
     async with invoker_role(settings, backbone.bus, backbone.store):
         yield
 
