@@ -6,8 +6,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from api.context import KeyLookup, Services
+from api.context import AppState, KeyLookup
 from api.errors import EXCEPTION_HANDLERS
+from api.gateway import InvokeGateway
 from api.middleware import RequestIdMiddleware
 from api.routes import (
     actions,
@@ -23,6 +24,7 @@ from api.routes import (
     rules,
     triggers,
 )
+from api.throttling import UNTHROTTLED, Throttling
 from broker.activation_store import ActivationStore
 from broker.config import Settings
 from broker.entity_store import EntityStore
@@ -44,9 +46,16 @@ ROUTES: list[BaseRoute] = [
 
 
 def create_app(
-    settings: Settings, store: EntityStore, activations: ActivationStore, keys: KeyLookup | None = None
+    settings: Settings,
+    store: EntityStore,
+    activations: ActivationStore,
+    keys: KeyLookup | None = None,
+    *,
+    gateway: InvokeGateway | None = None,
+    throttles: Throttling = UNTHROTTLED,
 ) -> Starlette:
-    """The app; `keys` puts a cache (broker.key_cache.KeyCache) in front of the store's key lookups."""
+    """The app; `keys` puts a cache (broker.key_cache.KeyCache) in front of the store's key lookups. Without a
+    `gateway` (one can be attached later, `app_state(app).gateway = …`) invoking and firing answer 503."""
     app = Starlette(
         routes=list(ROUTES),
         middleware=[Middleware(RequestIdMiddleware)],
@@ -54,5 +63,10 @@ def create_app(
     )
     # OpenWhisk answers `…/triggers/` itself; a 307 to `…/triggers` would turn a PUT into a 405.
     app.router.redirect_slashes = False
-    app.state.services = Services(settings=settings, store=store, activations=activations, keys=keys or store)
+    shared = AppState(
+        settings=settings, store=store, activations=activations, keys=keys or store, throttles=throttles
+    )
+    if gateway is not None:
+        shared.gateway = gateway
+    app.state.squall = shared
     return app

@@ -1,20 +1,24 @@
-"""What every request handler can reach: the settings, the stores, and the authenticated caller."""
+"""What every request handler can reach: the app's state (settings, stores, gateway, throttles) and the caller."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Protocol
 
-import msgspec
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity, authenticate
+from api.gateway import InvokeGateway
+from api.throttling import UNTHROTTLED, Throttling
 from broker import codec
 from broker.activation_store import ActivationStore
 from broker.config import Settings
 from broker.entity_store import EntityStore
+from broker.errors import Unavailable
 from broker.namespaces import AuthKey
 
 
@@ -22,16 +26,41 @@ class KeyLookup(Protocol):
     async def find_key(self, uuid: str) -> AuthKey | None: ...
 
 
-class Services(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(slots=True, kw_only=True)
+class AppState:
+    """Everything the routes of one app share, set by `create_app`. Not frozen: the gateway is attached once
+    it runs, and the OpenAPI document is built on first request."""
+
     settings: Settings
     store: EntityStore
     activations: ActivationStore
     keys: KeyLookup  # the store itself, or a cache in front of it
+    throttles: Throttling = UNTHROTTLED  # an app given none throttles nothing
+    openapi_document: bytes | None = None  # the routes do not change while the app runs
+    _gateway: InvokeGateway | None = field(default=None, init=False)
+
+    @property
+    def gateway(self) -> InvokeGateway:
+        """The invoke gateway: without one (not attached yet, or an app that has none) invoking is a 503."""
+        if self._gateway is None:
+            raise Unavailable()
+        return self._gateway
+
+    @gateway.setter
+    def gateway(self, gateway: InvokeGateway) -> None:
+        self._gateway = gateway
 
 
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
+def app_state(app: Starlette) -> AppState:
+    """The state `create_app` gave `app`, for code that holds the app rather than a request (tests, the
+    OpenAPI cache); handlers use `state(request)`."""
+    found: AppState = app.state.squall
+    return found
+
+
+def state(request: Request) -> AppState:
+    """The state of the app serving `request`."""
+    return app_state(request.app)
 
 
 class JSON(Response):
@@ -51,7 +80,7 @@ def authenticated(handler: AuthedHandler) -> Callable[[Request], Awaitable[Respo
 
     @wraps(handler)
     async def endpoint(request: Request) -> Response:
-        identity = await authenticate(request, services(request).keys)
+        identity = await authenticate(request, state(request).keys)
         return await handler(request, identity)
 
     return endpoint

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.convertors import Convertor, FloatConvertor, IntegerConvertor, PathConvertor, UUIDConvertor
 from starlette.routing import BaseRoute
 
+from api.context import app_state
 from api.routing import ApiRoute, Operation, Param
 
 OPENAPI_VERSION = "3.1.0"
@@ -246,8 +247,7 @@ def _fill_schemas(paths: dict[str, dict[str, Any]], schemas: _Schemas) -> None:
 
 def openapi_document(app: Starlette) -> bytes:
     """The app's document as JSON, built on first use and kept: the routes do not change while it runs."""
-    cached: bytes | None = getattr(app.state, "openapi_document", None)
-    if cached is None:
-        cached = msgspec.json.encode(build_document(app.routes))
-        app.state.openapi_document = cached
-    return cached
+    shared = app_state(app)
+    if shared.openapi_document is None:
+        shared.openapi_document = msgspec.json.encode(build_document(app.routes))
+    return shared.openapi_document

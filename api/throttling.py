@@ -1,11 +1,8 @@
-"""Where handlers find the namespace throttles: `throttles_of(request)`, which throttles nothing when none is set."""
+"""What handlers ask of the namespace throttles, and the stand-in that throttles nothing when none are set."""
 
 from __future__ import annotations
 
 from typing import Protocol
-
-from starlette.applications import Starlette
-from starlette.requests import Request
 
 
 class Throttling(Protocol):
@@ -27,13 +24,3 @@ class Unthrottled:
 
 
 UNTHROTTLED = Unthrottled()
-
-
-def attach_throttles(app: Starlette, throttles: Throttling) -> None:
-    """Make `throttles` the ones the routes of `app` apply."""
-    app.state.throttles = throttles
-
-
-def throttles_of(request: Request) -> Throttling:
-    throttles: Throttling | None = getattr(request.app.state, "throttles", None)
-    return UNTHROTTLED if throttles is None else throttles

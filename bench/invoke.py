@@ -65,14 +65,15 @@ def ms(seconds: float) -> str:
 async def serve(data_dir: Path, port: int) -> None:
     """Everything an invoke needs, in this process: API, gateway, recorder, invoker, embedded servers."""
     from api.app import create_app
+    from api.context import app_state
+    from api.gateway import InvokeGateway
     from api.routes import invoke, invokers
-    from api.routes.invoke import InvokeGateway, attach
     from api.server import ApiServer
     from broker.admin import ensure_namespace
     from runtimes.invoker import invoker_role
+    from runtimes.podman_service import PodmanService
     from squall import roles
     from squall.embedded import EmbeddedMongo, EmbeddedNats
-    from squall.podman_service import PodmanService
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,7 +92,7 @@ async def serve(data_dir: Path, port: int) -> None:
         app.router.routes.extend(
             r for r in (*invoke.routes, *invokers.routes) if id(r.endpoint) not in present
         )
-        attach(app, await stack.enter_async_context(InvokeGateway(backbone.bus)))
+        app_state(app).gateway = await stack.enter_async_context(InvokeGateway(backbone.bus))
         await stack.enter_async_context(ApiServer(app, settings.api_host, port))
         await stack.enter_async_context(invoker_role(settings, backbone.bus, backbone.store))
         print(json.dumps({"nats": nats.url}), flush=True)
@@ -321,7 +322,7 @@ async def main() -> None:
     if args.serve:
         await serve(Path(args.serve[0]), int(args.serve[1]))
         return
-    from squall.podman_service import PodmanService
+    from runtimes.podman_service import PodmanService
 
     # One engine service for the whole run: the floors and the server's pool share it.
     async with PodmanService(Settings.from_env()):

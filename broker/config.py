@@ -105,6 +105,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise BadRequest(f"invalid setting: {exc}") from None
         return msgspec.structs.replace(settings, data_dir=settings.data_dir.expanduser())
 
+    @property
+    def api_url(self) -> str:
+        """Where the API is reached, `http://host:port`: what actions get as `__OW_API_HOST`."""
+        return f"http://{self.api_host}:{self.api_port}"
+
     def with_backbone(self, nats_url: str, mongodb_uri: str) -> Settings:
         """The same settings pointing at the servers actually in use (e.g. embedded ones)."""
         return msgspec.structs.replace(self, nats_url=nats_url, mongodb_uri=mongodb_uri)

@@ -6,8 +6,8 @@ same reason. The rule record says *what* the rule binds; the trigger's map says 
 is what a fire acts on). Every function here is pure: callers read the trigger, apply one of them, and write
 the result back under the trigger's KV revision (retrying on a concurrent change).
 
-Two KV writes cannot be atomic, so the API orders them so that an interruption leaves a state that reads
-correctly and never fires for a rule that does not mean it (see `api/routes/rules.py`):
+Two KV writes cannot be atomic, so broker/rules.py orders them so that an interruption leaves a state that
+reads correctly and never fires for a rule that does not mean it:
 - a rule whose trigger does not list it reads `inactive` (and fires nothing);
 - a link is written only after the rule record that justifies it, and removed before that record goes.
 Enabling the rule (`POST {"status":"active"}`) or putting it again repairs any interrupted state.

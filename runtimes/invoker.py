@@ -502,7 +502,7 @@ async def invoker_role(
             bus,
             store,
             pool,
-            api_host=f"http://{settings.api_host}:{settings.api_port}",
+            api_host=settings.api_url,
             drain_timeout_s=settings.drain_timeout_s,
             load=lambda: pool_load(pool.stats()),
             max_in_flight=concurrency(

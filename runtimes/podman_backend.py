@@ -44,9 +44,9 @@ from podman.errors import APIError, ImageNotFound, NotFound
 from broker.config import Settings
 from broker.errors import BadRequest, InternalError, SquallError, Unavailable
 from runtimes.images import RECIPES, SYSTEM_PATH, PodmanUser, image_tag, resolve_podman_user
+from runtimes.podman_service import PodmanService
 from runtimes.proxy import install_proxies
 from runtimes.uds_http import DEFAULT_MAX_BODY, UdsConnection, connect_when_ready
-from squall.podman_service import PodmanService
 
 POOL_LABEL = "squall.pool"
 # "<pid>:<start time>" of the process that created the container: a dead owner's leftovers are swept.

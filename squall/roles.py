@@ -6,12 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-import msgspec
-
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.gateway import InvokeGateway
 from api.server import ApiServer
-from api.throttling import attach_throttles
 from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
@@ -66,9 +63,9 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
         ) as gateway,
         KeyCache(backbone.bus, backbone.store) as keys,
     ):
-        app = create_app(settings, backbone.store, backbone.activations, keys)
-        attach(app, gateway)
-        attach_throttles(app, throttles)
+        app = create_app(
+            settings, backbone.store, backbone.activations, keys, gateway=gateway, throttles=throttles
+        )
         async with ApiServer(
             app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
         ) as api:
@@ -76,13 +73,9 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
 
 
 @contextlib.asynccontextmanager
-async def invoker_role_for(settings: Settings, backbone: Backbone, api_url: str) -> AsyncIterator[None]:
-    """The invoker: a container pool on the rootless Podman service, pulling from INVOKE.
-
-    `api_url` is what actions get as `__OW_API_HOST`; in standalone it is the API's real address.
-    """
-    host, _, port = api_url.removeprefix("http://").rpartition(":")
-    settings = msgspec.structs.replace(settings, api_host=host, api_port=int(port))
+async def invoker_role_for(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
+    """The invoker: a container pool on the rootless Podman service, pulling from INVOKE; actions reach the
+    API (`__OW_API_HOST`) at `settings.api_url`."""
     async with invoker_role(settings, backbone.bus, backbone.store):
         yield
 

@@ -8,8 +8,8 @@ from rich.console import Console
 
 from broker.config import Settings
 from broker.errors import BadRequest
+from runtimes.podman_service import PodmanService
 from squall import roles
-from squall.podman_service import PodmanService
 from squall.standalone import stop_event
 
 
@@ -29,9 +29,8 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
             console.print(f"[bold]squall:[/] api role serving {api.url}/api/v1")
         elif role == "invoker":
             # Actions reach the API (`__OW_API_HOST`) at the address given by --host/--api-port.
-            api_url = f"http://{settings.api_host}:{settings.api_port}"
             await stack.enter_async_context(PodmanService(settings))
-            await stack.enter_async_context(roles.invoker_role_for(settings, backbone, api_url))
+            await stack.enter_async_context(roles.invoker_role_for(settings, backbone))
             console.print("[bold]squall:[/] invoker role running")
         else:
             await stack.enter_async_context(roles.broker_role(settings, backbone))

@@ -18,9 +18,9 @@ from broker.admin import ensure_namespace
 from broker.config import GUEST_KEY, Settings
 from broker.errors import Unavailable
 from broker.namespaces import NamespaceLimits
+from runtimes.podman_service import PodmanService
 from squall import roles, runtime_file
 from squall.embedded import EmbeddedMongo, EmbeddedNats
-from squall.podman_service import PodmanService
 from squall.runtime_file import RuntimeInfo
 
 log = logging.getLogger("squall.standalone")
@@ -71,8 +71,7 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             # The invoker first, so that the API never answers 503 "no invokers" during boot; actions are told
             # the API's address (`__OW_API_HOST`) from the settings.
-            api_url = f"http://{settings.api_host}:{settings.api_port}"
-            await stack.enter_async_context(roles.invoker_role_for(settings, backbone, api_url))
+            await stack.enter_async_context(roles.invoker_role_for(settings, backbone))
             api = await stack.enter_async_context(roles.api_role(settings, backbone))
             info = RuntimeInfo(pid=os.getpid(), api_url=api.url, nats_url=nats_url, mongodb_uri=mongodb_uri)
             stack.enter_context(runtime_file.published(settings.data_dir, info))

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from api.auth import Identity
 from api.body import query_bool, read_json
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.crud import put_entity
 from api.entity_views import (
     ActionPut,
@@ -25,7 +25,7 @@ from api.entity_views import (
     without_code,
 )
 from api.listing import LIST_PARAMS, page_of
-from api.routes.packages import not_authorized, resolve_package
+from api.package_access import not_authorized, resolve_package
 from api.routing import Operation, Param, route
 from broker import kinds, limits, params
 from broker.entities import (
@@ -86,7 +86,7 @@ async def list_actions(request: Request, identity: Identity) -> Response:
 
 async def _list_default_package(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
-    return _listing(request, await services(request).store.list(ACTIONS, namespace))
+    return _listing(request, await state(request).store.list(ACTIONS, namespace))
 
 
 @route(
@@ -104,7 +104,7 @@ async def _list_default_package(request: Request, identity: Identity) -> Respons
 )
 @authenticated
 async def list_package_actions(request: Request, identity: Identity) -> Response:
-    store = services(request).store
+    store = state(request).store
     resolved = await resolve_package(
         store, identity, request.path_params["namespace"], request.path_params["package"]
     )
@@ -129,7 +129,7 @@ async def get_action(request: Request, identity: Identity) -> Response:
         return await _list_default_package(request, identity)
     package, name = _entity_path(request)
     code = query_bool(request, "code", default=True)
-    store = services(request).store
+    store = state(request).store
     if package is None:
         action = (await store.get(ACTIONS, identity.resolve(request.path_params["namespace"]), name)).entity
     else:
@@ -159,7 +159,7 @@ async def get_action(request: Request, identity: Identity) -> Response:
 async def put_action(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     package, name = _entity_path(request)
-    store = services(request).store
+    store = state(request).store
     if package is not None:
         await _writable_package(store, namespace, package)
     put = await read_json(request, ActionPut)
@@ -194,7 +194,7 @@ async def put_action(request: Request, identity: Identity) -> Response:
 async def delete_action(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     package, name = _entity_path(request)
-    store = services(request).store
+    store = state(request).store
     if package is not None:
         await _writable_package(store, namespace, package)
     return JSON(await store.delete(ACTIONS, namespace, join_path(package, name)))

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from api.auth import Identity
 from api.body import query_bool
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.listing import LIST_PARAMS, page_of
 from api.routing import Operation, Param, route
 from broker.activations import Activation, ActivationResponse, ActivationSummary, summarize
@@ -103,7 +103,7 @@ async def list_activations(request: Request, identity: Identity) -> Response:
     params = request.query_params
     name = name_filter(params.get("name"))
     since, upto = epoch_ms(params.get("since")), epoch_ms(params.get("upto"))
-    store = services(request).activations
+    store = state(request).activations
     if page.count:
         if docs:
             raise BadRequest("The parameter 'docs' is not permitted with 'count'.")
@@ -116,7 +116,7 @@ async def list_activations(request: Request, identity: Identity) -> Response:
 async def _record(request: Request, identity: Identity) -> Activation:
     namespace = identity.resolve(request.path_params["namespace"])
     aid = activation_id(request.path_params["activationid"])
-    return await services(request).activations.get(namespace, aid)
+    return await state(request).activations.get(namespace, aid)
 
 
 @route(

@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity
-from api.context import JSON, authenticated
+from api.context import JSON, authenticated, state
+from api.gateway import ActivationIdBody
 from api.listing import LIST_PARAMS, page_of
-from api.routes.invoke import ActivationIdBody, gateway_of
 from api.routing import Operation, route
 from broker.clock import now_ms
 from broker.dead_letters import DeadLetter, DeadLetters, public, validate_letter_id
@@ -33,7 +33,7 @@ class PurgeCount(msgspec.Struct, frozen=True, kw_only=True):
 
 def dead_letters_of(request: Request) -> DeadLetters:
     """The dead letters on the bus of the app's invoke gateway (503 while there is none)."""
-    return DeadLetters(gateway_of(request).bus)
+    return DeadLetters(state(request).gateway.bus)
 
 
 def _target(request: Request, identity: Identity) -> tuple[str, str]:

@@ -16,11 +16,10 @@ from starlette.responses import Response
 from api.auth import Identity
 from api.body import read_bytes
 from api.cloudevents import Incoming, read_event
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
+from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.request_id import request_id_of
-from api.routes.invoke import ACTIVATION_ID_HEADER, ActivationIdBody, gateway_of
 from api.routing import Operation, route
-from api.throttling import throttles_of
 from broker import codec, params, subjects
 from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
 from broker.clock import now_ms
@@ -98,8 +97,8 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
     incoming = read_event(request.headers, await read_bytes(request, PAYLOAD_MAX_BYTES))
     key = idempotency_key(request, incoming)
     hops = hop_count(request, incoming)
-    gateway = gateway_of(request)
-    await throttles_of(request).check_fire(namespace)
+    gateway = state(request).gateway
+    await state(request).throttles.check_fire(namespace)
     trigger = (await gateway.actions.get(TRIGGERS, namespace, name)).entity
     if not active_rules(trigger):
         return Response(status_code=204)
@@ -118,7 +117,7 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
         transaction_id=request_id_of(request),
     )
     bus = gateway.bus
-    allowed = services(request).settings.max_hops
+    allowed = state(request).settings.max_hops
     if hops > allowed:
         message = loop_message(hops, allowed)
         record = trigger_record(

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from api.context import JSON, services
+from api.context import JSON, state
 from api.routing import ApiRoute, Operation
 from broker import kinds, limits
 from broker.config import Settings
@@ -48,7 +48,7 @@ async def get_api_info(request: Request) -> Response:
 
 
 async def get_system_info(request: Request) -> Response:
-    return JSON(system_info(services(request).settings))
+    return JSON(system_info(state(request).settings))
 
 
 async def ping(request: Request) -> Response:

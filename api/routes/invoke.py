@@ -2,50 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final
 
 import msgspec
-from nats.aio.msg import Msg
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity, credentials_of
 from api.body import query_bool, read_bytes
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
+from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
+from api.package_access import resolve_package
 from api.request_id import request_id_of
-from api.routes.packages import resolve_package
 from api.routing import Operation, Param, route
-from api.throttling import throttles_of
-from broker import codec, kinds
+from broker import kinds
 from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
-from broker.bus import JetStreamBus
 from broker.clock import now_ms
 from broker.entities import ACTIONS, Action, KeyValue, split_path
-from broker.entity_cache import EntityCache
-from broker.entity_store import EntityStore
-from broker.errors import BadRequest, NotFound, Unavailable
-from broker.health import InvokerRegistry
-from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
-from broker.invoke_queues import InvokeQueues, subject_of
+from broker.errors import BadRequest
+from broker.invocations import PROVIDE_API_KEY, Invocation
 from broker.limits import PAYLOAD_MAX_BYTES
-from broker.topology import INVOKERS_BUCKET
 
 log = logging.getLogger("squall.api")
 
 MAX_WAIT_MS: Final = 60_000  # controller.activation.max-wait-for-blocking-activation
-ACTIVATION_ID_HEADER: Final = "x-openwhisk-activation-id"
-# While a blocking request waits for the invoker's notice, the store is checked this often, in case the
-# notice was lost (e.g. the API's NATS connection was re-established at that moment).
-STORE_POLL_S: Final = 5.0
 
 _ENTITY = "/api/v1/namespaces/{namespace}/actions/{name:path}"
 
@@ -93,112 +76,6 @@ def parse_payload(raw: bytes) -> dict[str, Any]:
     return value
 
 
-# -- the gateway: publishing invocations and waiting for their records ---------------------------------------
-
-
-class InvokeGateway:
-    """The API side of invoking: publishes invocations, hands each waiting request its record, and knows
-    which invokers are up. `async with InvokeGateway(bus) as gateway: attach(app, gateway)`."""
-
-    def __init__(
-        self,
-        bus: JetStreamBus,
-        *,
-        health_bucket: str = INVOKERS_BUCKET,
-        store_poll_s: float = STORE_POLL_S,
-        queues: InvokeQueues | None = None,
-    ) -> None:
-        self.bus = bus
-        self.queues = queues or InvokeQueues(bus, bus.settings)
-        self.registry = InvokerRegistry(bus, bucket=health_bucket)
-        self.actions = EntityCache(bus, EntityStore(bus))
-        self.store_poll_s = store_poll_s
-        self._inbox = ""
-        self._sub: Any = None
-        self._waiting: dict[str, asyncio.Future[bytes]] = {}
-
-    async def __aenter__(self) -> InvokeGateway:
-        self._inbox = self.bus.new_inbox()
-        # One subscription for every waiting request: a per-request SUB/UNSUB would cost two messages each.
-        self._sub = await self.bus.subscribe(f"{self._inbox}.*", self._on_record)
-        await self.registry.__aenter__()
-        await self.actions.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.actions.__aexit__(exc_type, exc, tb)
-        await self.registry.__aexit__(exc_type, exc, tb)
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
-        for fut in self._waiting.values():
-            fut.cancel()
-
-    async def _on_record(self, msg: Msg) -> None:
-        fut = self._waiting.get(msg.subject.rpartition(".")[2])
-        if fut is not None and not fut.done():
-            fut.set_result(msg.data)
-
-    async def invoke(
-        self,
-        invocation: Invocation,
-        wait_s: float | None,
-        lookup: Callable[[], Awaitable[Activation | None]] | None = None,
-    ) -> Activation | None:
-        """Publish `invocation`; with `wait_s`, wait that long for its record (None when it is not done)."""
-        if not await self.registry.any_healthy():
-            raise Unavailable()
-        payload = self.bus.encode(invocation)  # merged parameters can pass what the body alone could not
-        subject = subject_of(invocation)
-        await self.queues.ensure(invocation.namespace)
-        aid = invocation.activationId
-        if wait_s is None:
-            await self.bus.publish(subject, payload, msg_id=aid)
-            return None
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[aid] = fut  # registered before publishing: the record cannot arrive unseen
-        try:
-            await self.bus.publish(
-                subject, payload, msg_id=aid, headers={RESULT_HEADER: f"{self._inbox}.{aid}"}
-            )
-            data = await self._wait(fut, wait_s, lookup)
-        finally:
-            self._waiting.pop(aid, None)
-        return None if data is None else codec.decode(data, Activation)
-
-    async def _wait(
-        self,
-        fut: asyncio.Future[bytes],
-        wait_s: float,
-        lookup: Callable[[], Awaitable[Activation | None]] | None,
-    ) -> bytes | None:
-        deadline = time.monotonic() + wait_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(fut), min(left, self.store_poll_s))
-            if lookup is not None:
-                with contextlib.suppress(NotFound, Unavailable):
-                    found = await lookup()
-                    if found is not None:
-                        return codec.encode(found)
-
-
-def attach(app: Starlette, gateway: InvokeGateway) -> None:
-    """Make `gateway` the one the invoke and invokers routes of `app` use."""
-    app.state.invoke_gateway = gateway
-
-
-def gateway_of(request: Request) -> InvokeGateway:
-    gateway = getattr(request.app.state, "invoke_gateway", None)
-    if not isinstance(gateway, InvokeGateway):
-        raise Unavailable()
-    return gateway
-
-
 # -- resolving what to run -----------------------------------------------------------------------------------
 
 
@@ -214,11 +91,11 @@ class Target:
 
 
 async def resolve_target(request: Request, identity: Identity) -> Target:
-    store = services(request).store
+    store = state(request).store
     package, name = split_path(request.path_params["name"])
     if package is None:
         owner = identity.resolve(request.path_params["namespace"])
-        action = (await gateway_of(request).actions.get(ACTIONS, owner, name)).entity
+        action = (await state(request).gateway.actions.get(ACTIONS, owner, name)).entity
         return Target(action=action, owner=owner, path=name, parameters=[], binding=None)
     resolved = await resolve_package(store, identity, request.path_params["namespace"], package)
     pkg = resolved.package
@@ -245,10 +122,6 @@ def api_key_for(request: Request, action: Action) -> str | None:
 
 
 # -- the route ---------------------------------------------------------------------------------------------
-
-
-class ActivationIdBody(msgspec.Struct, frozen=True, kw_only=True):
-    activationId: str
 
 
 @route(
@@ -289,7 +162,7 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     action = target.action
     kinds.check_invocable(action.exec.kind)
     # The caller's namespace pays, as in OpenWhisk; a sequence counts once, its components not at all.
-    await throttles_of(request).check_invoke(identity.namespace)
+    await state(request).throttles.check_invoke(identity.namespace)
     invocation = Invocation(
         activationId=new_activation_id(),
         namespace=identity.namespace,
@@ -303,12 +176,12 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
         published=now_ms(),
     )
     aid = invocation.activationId
-    activations = services(request).activations
+    activations = state(request).activations
 
     async def lookup() -> Activation | None:
         return await activations.get(identity.namespace, aid)
 
-    record = await gateway_of(request).invoke(invocation, wait / 1000 if blocking else None, lookup)
+    record = await state(request).gateway.invoke(invocation, wait / 1000 if blocking else None, lookup)
     headers = {ACTIVATION_ID_HEADER: aid}
     if record is None:
         return JSON(ActivationIdBody(activationId=aid), 202, headers=headers)

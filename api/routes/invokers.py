@@ -5,8 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.context import JSON
-from api.routes.invoke import gateway_of
+from api.context import JSON, state
 from api.routing import Operation, route
 from broker.clock import now_ms
 from broker.health import healthy_count, listing
@@ -27,7 +26,7 @@ _MAX_AGE_S = 0.0
     ),
 )
 async def list_invokers(request: Request) -> Response:
-    beats = await gateway_of(request).registry.heartbeats(max_age_s=_MAX_AGE_S)
+    beats = await state(request).gateway.registry.heartbeats(max_age_s=_MAX_AGE_S)
     return JSON(listing(beats, now_ms()))
 
 
@@ -39,7 +38,7 @@ async def list_invokers(request: Request) -> Response:
     ),
 )
 async def count_healthy_invokers(request: Request) -> Response:
-    beats = await gateway_of(request).registry.heartbeats(max_age_s=_MAX_AGE_S)
+    beats = await state(request).gateway.registry.heartbeats(max_age_s=_MAX_AGE_S)
     return JSON(healthy_count(beats, now_ms()))
 
 

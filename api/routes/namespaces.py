@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.routing import Operation, route
 from broker.errors import NotFound
 from broker.limits import EffectiveLimits, effective_limits, namespace_defaults
@@ -39,13 +39,13 @@ async def list_namespaces(request: Request, identity: Identity) -> Response:
 @authenticated
 async def get_limits(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
-    svc = services(request)
+    shared = state(request)
     try:
-        overrides = (await svc.store.get_namespace(namespace)).limits
+        overrides = (await shared.store.get_namespace(namespace)).limits
     except NotFound:
         # A key whose namespace record is missing (e.g. imported by hand) still gets the system limits.
         overrides = NamespaceLimits()
-    return JSON(effective_limits(overrides, namespace_defaults(svc.settings)))
+    return JSON(effective_limits(overrides, namespace_defaults(shared.settings)))
 
 
 routes = [list_namespaces, get_limits]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity
 from api.body import query_bool, read_json
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.crud import put_entity
 from api.entity_views import (
     PackagePut,
@@ -22,78 +20,15 @@ from api.entity_views import (
     updated_package,
 )
 from api.listing import LIST_PARAMS, page_of
+from api.package_access import check_binding_target, resolve_package
 from api.routing import Operation, Param, route
 from broker import limits, params
-from broker.entities import ACTIONS, PACKAGES, Binding, KeyValue, Package, validate_name
-from broker.entity_store import EntityStore
-from broker.errors import BadRequest, Conflict, Forbidden, NotFound, WrongCollection
+from broker.entities import ACTIONS, PACKAGES, Package, validate_name
+from broker.errors import BadRequest, Conflict
 
 RESERVED_NAMES = frozenset({"default"})
-BINDING_DOES_NOT_EXIST = "Binding references a package that does not exist."
-BINDING_TO_BINDING = "Cannot bind to another package binding."
 
 _ENTITY = "/api/v1/namespaces/{namespace}/packages/{name}"
-
-
-def not_authorized(resource: str) -> Forbidden:
-    return Forbidden(f"The supplied authentication is not authorized to access '{resource}'.")
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedPackage:
-    """A package as read through its path: `requested` may be a binding, `package` never is."""
-
-    requested: Package
-    package: Package
-    parameters: list[KeyValue]  # package parameters, overridden by the binding's
-
-
-async def resolve_package(store: EntityStore, identity: Identity, segment: str, name: str) -> ResolvedPackage:
-    """Read package `name` of namespace `segment` for `identity`, following a binding, with OpenWhisk's
-    entitlement: an owner sees 404 for what is missing; anyone else gets 403 unless the package is
-    published, and never sees another namespace's bindings (no leak of what exists)."""
-    namespace, owner = identity.resolve_for_read(segment)
-    resource = f"{namespace}/{validate_name(name, 'package name')}"
-    requested = await _get_package(store, namespace, name, owner, resource)
-    if not requested.binding.is_bound:
-        if not (owner or requested.publish):
-            raise not_authorized(resource)
-        return ResolvedPackage(requested, requested, requested.parameters)
-    if not owner:
-        raise not_authorized(resource)
-    bound = requested.binding
-    assert isinstance(bound.namespace, str) and isinstance(bound.name, str)
-    bound_owner = bound.namespace == identity.namespace
-    target = await _get_package(store, bound.namespace, bound.name, bound_owner, resource)
-    if target.binding.is_bound:
-        raise NotFound()  # bindings of bindings are refused on PUT, so this is only a stale record
-    if not (bound_owner or target.publish):
-        raise not_authorized(resource)
-    return ResolvedPackage(requested, target, params.merge(target.parameters, requested.parameters))
-
-
-async def _get_package(store: EntityStore, namespace: str, name: str, owner: bool, resource: str) -> Package:
-    try:
-        return (await store.get(PACKAGES, namespace, name)).entity
-    except NotFound:
-        if owner:
-            raise
-        raise not_authorized(resource) from None
-
-
-async def check_binding_target(store: EntityStore, identity: Identity, binding: Binding) -> None:
-    """A binding must name an existing package (not a binding) that the caller may read."""
-    assert isinstance(binding.namespace, str) and isinstance(binding.name, str)
-    owner = binding.namespace == identity.namespace
-    resource = f"{binding.namespace}/{binding.name}"
-    try:
-        target = (await store.get(PACKAGES, binding.namespace, binding.name)).entity
-    except (NotFound, WrongCollection):
-        raise (BadRequest(BINDING_DOES_NOT_EXIST) if owner else not_authorized(resource)) from None
-    if target.binding.is_bound:
-        raise BadRequest(BINDING_TO_BINDING) if owner else not_authorized(resource)
-    if not (owner or target.publish):
-        raise not_authorized(resource)
 
 
 def not_empty_message(count: int) -> str:
@@ -115,7 +50,7 @@ def not_empty_message(count: int) -> str:
 async def list_packages(request: Request, identity: Identity) -> Response:
     namespace, owner = identity.resolve_for_read(request.path_params["namespace"])
     page = page_of(request)
-    found = await services(request).store.list(PACKAGES, namespace)
+    found = await state(request).store.list(PACKAGES, namespace)
     if not owner:  # OpenWhisk's public view: published packages, never bindings
         found = [p for p in found if p.publish and not p.binding.is_bound]
     if page.count:
@@ -135,7 +70,7 @@ async def list_packages(request: Request, identity: Identity) -> Response:
 )
 @authenticated
 async def get_package(request: Request, identity: Identity) -> Response:
-    store = services(request).store
+    store = state(request).store
     resolved = await resolve_package(
         store, identity, request.path_params["namespace"], request.path_params["name"]
     )
@@ -167,7 +102,7 @@ async def put_package(request: Request, identity: Identity) -> Response:
         annotations=params.normalize(put.annotations) if isinstance(put.annotations, list) else None,
     )
     binding = requested_binding(put, namespace)
-    store = services(request).store
+    store = state(request).store
     if binding is not None:
         await check_binding_target(store, identity, binding)
     stored = await put_entity(
@@ -201,7 +136,7 @@ async def delete_package(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     name = validate_name(request.path_params["name"], "package name")
     force = query_bool(request, "force")
-    store = services(request).store
+    store = state(request).store
     current = await store.get(PACKAGES, namespace, name)
     if not current.entity.binding.is_bound:
         contents = await store.list_in_package(namespace, name)

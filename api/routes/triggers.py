@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from api.auth import Identity
 from api.body import query_bool, read_json
-from api.context import JSON, authenticated, services
+from api.context import JSON, authenticated, state
 from api.crud import put_entity
 from api.listing import LIST_PARAMS, page_of
 from api.routing import Operation, Param, route
@@ -41,7 +41,7 @@ def _target(request: Request, identity: Identity) -> tuple[str, str]:
 async def list_triggers(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     page = page_of(request)
-    triggers = await services(request).store.list(TRIGGERS, namespace)
+    triggers = await state(request).store.list(TRIGGERS, namespace)
     if page.count:
         return JSON(TriggerCount(triggers=max(0, len(triggers) - page.skip)))
     return JSON([summary(t) for t in page.slice(triggers)])
@@ -60,7 +60,7 @@ async def list_triggers(request: Request, identity: Identity) -> Response:
 @authenticated
 async def get_trigger(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
-    stored = await services(request).store.get(TRIGGERS, namespace, name)
+    stored = await state(request).store.get(TRIGGERS, namespace, name)
     return JSON(stored.entity)
 
 
@@ -83,7 +83,7 @@ async def put_trigger(request: Request, identity: Identity) -> Response:
     put = await read_json(request, TriggerPut)
     check_put(put)
     stored = await put_entity(
-        services(request).store,
+        state(request).store,
         TRIGGERS,
         namespace,
         name,
@@ -108,7 +108,7 @@ async def delete_trigger(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
     # Rules are not touched, as in OpenWhisk: a rule whose trigger is gone reads `inactive`, and a trigger
     # created again under the same name starts without links until its rules are enabled again.
-    deleted = await services(request).store.delete(TRIGGERS, namespace, name)
+    deleted = await state(request).store.delete(TRIGGERS, namespace, name)
     return JSON(deleted)
 
 

@@ -15,7 +15,7 @@ from broker.dead_letters import attempt_ids
 from broker.health import now_ms
 from broker.invocations import Invocation
 from broker.retry_policy import RetryPolicy
-from squall.podman_service import PodmanService
+from runtimes.podman_service import PodmanService
 from tests.e2e.test_invoke import Squall, eventually, podman, squall_on
 
 pytestmark = [pytest.mark.e2e]

@@ -25,8 +25,9 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.context import app_state
+from api.gateway import InvokeGateway
 from api.routes import invoke, invokers
-from api.routes.invoke import InvokeGateway, attach
 from broker import subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation
@@ -38,8 +39,8 @@ from broker.errors import NotFound
 from broker.health import Heartbeat, read_heartbeats
 from broker.recorder import ActivationRecorder
 from runtimes.invoker import invoker_role
+from runtimes.podman_service import PodmanService
 from squall.embedded import EmbeddedMongo, EmbeddedNats
-from squall.podman_service import PodmanService
 from tests.conditions import eventually
 
 pytestmark = [pytest.mark.e2e]
@@ -106,7 +107,7 @@ async def squall_on(
         await activations.provision()
         await stack.enter_async_context(ActivationRecorder(bus, activations))
         app = with_routes(create_app(settings, entities, activations))
-        attach(app, await stack.enter_async_context(InvokeGateway(bus)))
+        app_state(app).gateway = await stack.enter_async_context(InvokeGateway(bus))
         if invoker:
             await stack.enter_async_context(invoker_role(settings, bus, entities))
         namespace = f"e2e-{uuid.uuid4().hex[:8]}"

@@ -22,7 +22,7 @@ from podman.errors import APIError
 from broker.config import Settings
 from broker.errors import Unavailable
 from runtimes.images import RECIPES, PodmanUser, image_tag, latest_tag, recipe_digest, resolve_podman_user
-from squall.podman_service import PodmanService
+from runtimes.podman_service import PodmanService
 
 pytestmark = [pytest.mark.e2e]
 

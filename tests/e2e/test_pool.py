@@ -19,8 +19,8 @@ from broker.config import Settings
 from broker.errors import BadRequest, InternalError, Unavailable
 from runtimes.contract import InitPayload, RunOutcome, RunPayload, RunRequest
 from runtimes.podman_backend import POOL_LABEL, PodmanBackend
+from runtimes.podman_service import PodmanService
 from runtimes.pool import ContainerPool, PoolSettings
-from squall.podman_service import PodmanService
 
 pytestmark = [pytest.mark.e2e]
 

@@ -22,8 +22,8 @@ from podman.errors import APIError
 
 from broker.config import Settings
 from runtimes.images import RECIPES, PodmanUser, image_tag, resolve_podman_user
+from runtimes.podman_service import PodmanService
 from runtimes.proxy import install_proxies
-from squall.podman_service import PodmanService
 from tests.unit.test_proxy_python import LOG_LINE, RUN_KEYS, ProxyClient, make_zip, percentiles
 
 pytestmark = [pytest.mark.e2e]

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from api.routes import rules as rule_routes
 from broker.admin import create_namespace
 from broker.entities import (
     ACTIONS,
@@ -25,6 +24,7 @@ from broker.entities import (
 )
 from broker.entity_store import EntityStore, Stored
 from broker.errors import ConcurrentModification, NotFound
+from broker.rules import rewrite_trigger
 from tests.integration.conftest import basic
 
 MB = 1024 * 1024
@@ -462,11 +462,11 @@ async def test_link_writes_retry_when_the_trigger_changes_under_them(
 
         return link(t, f"{ns}/x", FullyQualifiedName(path=ns, name="a"), "active")
 
-    assert await rule_routes._rewrite_trigger(racing, ref, add) is True
+    assert await rewrite_trigger(racing, ref, add) is True
     assert racing.races == 0
     assert set(await trigger_rules(ns_client, "t")) == {f"{ns}/x"}
     with pytest.raises(ConcurrentModification):
-        await rule_routes._rewrite_trigger(RacingStore(store, races=100), ref, lambda t: add(t) or t)
+        await rewrite_trigger(RacingStore(store, races=100), ref, lambda t: add(t) or t)
 
 
 # Squall's rule filters and retry policies.

@@ -25,8 +25,7 @@ import msgspec
 import pytest
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
-from api.throttling import attach_throttles
+from api.gateway import InvokeGateway
 from broker.activation_store import ActivationStore
 from broker.activations import Activation
 from broker.admin import create_namespace
@@ -96,9 +95,7 @@ async def client_for(
     gateway = await stack.enter_async_context(
         InvokeGateway(bus, queues=InvokeQueues(bus, settings, throttles.concurrency_of))
     )
-    app = create_app(settings, store, activations)
-    attach(app, gateway)
-    attach_throttles(app, throttles)
+    app = create_app(settings, store, activations, gateway=gateway, throttles=throttles)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return await stack.enter_async_context(
         httpx.AsyncClient(transport=transport, base_url="http://squall", headers=basic(key), timeout=30)

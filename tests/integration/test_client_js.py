@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 
-from api.routes.invoke import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.activations import APPLICATION_ERROR, SUCCESS, Activation, make_response, new_activation_id
@@ -102,7 +103,7 @@ async def firing_platform(
         RuleEngine(bus, store, settings),
         ActivationRecorder(bus, activation_store),
     ):
-        attach(app, gateway)
+        app_state(app).gateway = gateway
         yield
 
 

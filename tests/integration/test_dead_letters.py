@@ -12,7 +12,8 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import APPLICATION_ERROR, SUCCESS, Activation, annotation, new_activation_id
@@ -61,7 +62,7 @@ async def app(
 ) -> AsyncIterator[Starlette]:
     app = create_app(settings, store, activation_store)
     async with InvokeGateway(bus, health_bucket=f"invokers_{uuid.uuid4().hex[:10]}") as gateway:
-        attach(app, gateway)  # the dead-letter routes reach the bus through it
+        app_state(app).gateway = gateway  # the dead-letter routes reach the bus through it
         yield app
 
 

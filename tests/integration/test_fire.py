@@ -17,7 +17,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from api.routes.invoke import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation, new_activation_id
@@ -48,7 +49,7 @@ async def platform(
         RuleEngine(bus, store, settings) as engine,
         ActivationRecorder(bus, activation_store),
     ):
-        attach(app, gateway)
+        app_state(app).gateway = gateway
         yield engine
 
 

@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from broker.activation_store import ActivationStore
 from broker.admin import create_namespace
 from broker.bus import JetStreamBus
@@ -145,7 +146,7 @@ async def test_a_thousand_fires_survive_two_broker_sigkills_exactly_once(
             await broker.wait_running()
             app = create_app(settings, store, activations)
             async with InvokerAgent(bus, store, pool, max_in_flight=64), InvokeGateway(bus) as gateway:
-                attach(app, gateway)
+                app_state(app).gateway = gateway
                 transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
                 async with httpx.AsyncClient(
                     transport=transport, base_url="http://squall", headers=basic(key)
@@ -249,7 +250,7 @@ async def test_a_nats_restart_mid_stream_loses_nothing_acknowledged(mongo_uri: s
         gateway = await stack.enter_async_context(InvokeGateway(bus))
         await stack.enter_async_context(RuleEngine(bus, store, settings))
         await stack.enter_async_context(ActivationRecorder(bus, activations, ack_wait_s=2.0))
-        attach(app, gateway)
+        app_state(app).gateway = gateway
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         client = await stack.enter_async_context(
             httpx.AsyncClient(transport=transport, base_url="http://squall", headers=basic(key))

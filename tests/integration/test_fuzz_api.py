@@ -21,7 +21,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.applications import Starlette
 
-from api.routes.invoke import InvokeGateway, attach
+from api.context import app_state
+from api.gateway import InvokeGateway
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
 from broker.activations import SUCCESS, Activation, make_response, new_activation_id
@@ -78,7 +79,7 @@ class EchoPool:
 async def server(app: Starlette, bus: JetStreamBus, store: EntityStore) -> AsyncIterator[ApiServer]:
     # A real gateway and invoker agent (with a stand-in pool), so invoke is fuzzed past its 503.
     async with InvokerAgent(bus, store, EchoPool()), InvokeGateway(bus) as gateway:
-        attach(app, gateway)
+        app_state(app).gateway = gateway
         # Fuzz only once the gateway sees the invoker's heartbeat: before that, 503 is the right answer.
         deadline = time.monotonic() + 10
         while not await gateway.registry.any_healthy():

@@ -15,8 +15,9 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.context import app_state
+from api.gateway import InvokeGateway
 from api.routes import invoke, invokers
-from api.routes.invoke import InvokeGateway, attach
 from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation, new_activation_id
@@ -87,7 +88,7 @@ async def app(
         if id(extra.endpoint) not in present:
             app.router.routes.append(extra)
     async with InvokeGateway(bus, health_bucket=bucket, store_poll_s=0.5) as gateway:
-        attach(app, gateway)
+        app_state(app).gateway = gateway
         yield app
 
 

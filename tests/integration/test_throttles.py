@@ -14,8 +14,8 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.routes.invoke import InvokeGateway, attach
-from api.throttling import attach_throttles
+from api.context import app_state
+from api.gateway import InvokeGateway
 from broker import subjects
 from broker.activation_store import ActivationStore
 from broker.admin import create_namespace, ensure_namespace
@@ -156,8 +156,8 @@ async def throttled_app(
         InvokeGateway(bus) as gateway,
         Throttles(bus, store, settings, clock=fixed_clock) as throttles,
     ):
-        attach(app, gateway)
-        attach_throttles(app, throttles)
+        app_state(app).gateway = gateway
+        app_state(app).throttles = throttles
         deadline = time.monotonic() + 10
         while not await gateway.registry.any_healthy():
             assert time.monotonic() < deadline, "the invoker never reported healthy"

@@ -95,3 +95,10 @@ def test_the_nats_fsync_policy_is_checked_when_read() -> None:
         assert Settings.from_env({"SQUALL_NATS_SYNC": value}).nats_sync == value
     with pytest.raises(BadRequest, match="nats_sync"):
         Settings.from_env({"SQUALL_NATS_SYNC": "often"})
+
+
+def test_the_api_url_actions_get_is_built_from_host_and_port() -> None:
+    assert Settings().api_url == "http://127.0.0.1:3233"
+    assert Settings.from_env({"SQUALL_API_HOST": "10.0.0.5", "SQUALL_API_PORT": "8080"}).api_url == (
+        "http://10.0.0.5:8080"
+    )
