@@ -259,12 +259,10 @@ async def test_a_run_that_waits_too_long_is_dead_lettered_as_throttled_and_redri
         await stack.enter_async_context(ActivationRecorder(bus, activation_store))
         await trigger_with_rule(client)
         # The first run holds the namespace's one slot for 2.5 s; the second waits in the queue meanwhile.
-        first = (await client.post("/api/v1/namespaces/_/triggers/t", json={"sleep": 2.5})).json()[
-            "activationId"
-        ]
-        second = (await client.post("/api/v1/namespaces/_/triggers/t", json={"sleep": 0})).json()[
-            "activationId"
-        ]
+        first = await fire(client, {"sleep": 2.5})
+        holder = rule_activation_id(first, f"{namespace}/r")
+        await eventually(lambda: _true(holder in pool.started), 10, "the run that holds the slot")
+        second = await fire(client, {"sleep": 0})
         waited = rule_activation_id(second, f"{namespace}/r")
         letters = DeadLetters(bus, queues)
 
@@ -278,10 +276,15 @@ async def test_a_run_that_waits_too_long_is_dead_lettered_as_throttled_and_redri
         assert waited not in pool.runs, "a throttled run does not run"
         record = await _eventually_record(activation_store, namespace, waited)
         assert record.response.status == "application error"
-        assert rule_activation_id(first, f"{namespace}/r") in pool.runs
         redriven = await letters.redrive(namespace, letter.id, int(time.time() * 1000))
         await eventually(lambda: _true(redriven in pool.runs), 15, "the redriven run")
         assert not await letters.list(namespace)
+
+
+async def fire(client: httpx.AsyncClient, payload: dict[str, float]) -> str:
+    r = await client.post("/api/v1/namespaces/_/triggers/t", json=payload)
+    assert r.status_code == 202, r.text
+    return str(r.json()["activationId"])
 
 
 async def _eventually_record(activations: ActivationStore, namespace: str, aid: str) -> Activation:
