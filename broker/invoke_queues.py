@@ -12,9 +12,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import msgspec
+
 from broker import subjects
 from broker.bus import JetStreamBus
 from broker.config import Settings
+from broker.errors import NotFound
 from broker.invocations import Invocation
 from broker.topology import ConsumerSpec, invoke_queue, queue_namespace
 
@@ -24,6 +27,15 @@ log = logging.getLogger("squall.queues")
 MAX_KNOWN: Final = 100_000
 
 ConcurrencyOf = Callable[[str], Awaitable[int]]
+
+
+class Backlog(msgspec.Struct, frozen=True, kw_only=True):
+    """A namespace's runs on INVOKE: `queued` wait for its capacity (or an invoker), `running` are taken by
+    invokers (running, waiting for a run slot, or deferred to the minute its rate has room in)."""
+
+    queued: int
+    running: int
+    concurrentInvocations: int
 
 
 def subject_of(invocation: Invocation) -> str:
@@ -67,6 +79,15 @@ class InvokeQueues:
         if len(self._known) >= MAX_KNOWN:
             self._known.clear()
         self._known.add(namespace)
+
+    async def backlog(self, namespace: str) -> Backlog:
+        spec = await self.spec(namespace)
+        try:
+            state = await self.bus.consumer(spec)
+        except NotFound:  # no run was ever published for it
+            return Backlog(queued=0, running=0, concurrentInvocations=spec.max_ack_pending)
+        # The queue's own limit: a changed one reaches it within an invoker's next look (DISCOVER_EVERY_S).
+        return Backlog(queued=state.waiting, running=state.taken, concurrentInvocations=state.max_ack_pending)
 
     async def reconcile(self) -> list[ConsumerSpec]:
         """Every queue, as it should be: queues made for namespaces whose runs were published without one, and

@@ -1,4 +1,4 @@
-"""`GET /api/v1/namespaces` (the caller's namespaces) and `GET /api/v1/namespaces/{namespace}/limits`."""
+"""`GET /api/v1/namespaces` (the caller's namespaces), `…/{namespace}/limits` and its queue (`…/{namespace}/queue`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from api.auth import Identity
 from api.context import JSON, authenticated, state
 from api.routing import Operation, route
 from broker.errors import NotFound
+from broker.invoke_queues import Backlog
 from broker.limits import EffectiveLimits, effective_limits, namespace_defaults
 from broker.namespaces import NamespaceLimits
 
@@ -48,4 +49,23 @@ async def get_limits(request: Request, identity: Identity) -> Response:
     return JSON(effective_limits(overrides, namespace_defaults(shared.settings)))
 
 
-routes = [list_namespaces, get_limits]
+@route(
+    "/api/v1/namespaces/{namespace}/queue",
+    "GET",
+    Operation(
+        summary=(
+            "A Squall addition: the namespace's runs waiting for its capacity (`queued`) and taken by invokers "
+            "(`running`); event-driven runs over its limits wait here instead of being refused"
+        ),
+        tag=TAG,
+        response=Backlog,
+        errors=(400, 503),
+    ),
+)
+@authenticated
+async def get_queue(request: Request, identity: Identity) -> Response:
+    namespace = identity.resolve(request.path_params["namespace"])
+    return JSON(await state(request).gateway.queues.backlog(namespace))
+
+
+routes = [list_namespaces, get_limits, get_queue]

@@ -231,10 +231,27 @@ async def test_jetstream_holds_a_namespace_to_its_concurrency_across_invokers(
         await trigger_with_rule(client)
         for i in range(30):
             assert (await client.post("/api/v1/namespaces/_/triggers/t", json={"i": i})).status_code == 202
+        seen: list[dict[str, int]] = []
+
+        async def backlog_shown() -> bool:
+            seen.append((await client.get("/api/v1/namespaces/_/queue")).json())
+            return seen[-1]["running"] == 3 and seen[-1]["queued"] > 0
+
+        await eventually(backlog_shown, 10, "the backlog in GET …/queue")
         await eventually(lambda: _true(len(pool.runs) == 30), 30, "30 runs")
         queue = await bus.consumer(invoke_queue(settings, namespace, 3))
+
+        async def drained() -> bool:
+            return (await client.get("/api/v1/namespaces/_/queue")).json() == {
+                "queued": 0,
+                "running": 0,
+                "concurrentInvocations": 3,
+            }
+
+        await eventually(drained, 10, "an empty queue")
     assert pool.most[namespace] == 3
     assert queue.max_ack_pending == 3
+    assert all(shown["running"] <= 3 for shown in seen)
 
 
 async def test_a_run_that_waits_too_long_is_dead_lettered_as_throttled_and_redriven(
