@@ -347,10 +347,12 @@ class ContainerPool:
 
     def _decide(self, want: Want) -> _Entry | None:
         self._forget_dead()
-        decision = choose([e.slot() for e in self._entries.values()], want, self.config.memory_mb)
+        now = time.monotonic()
+        decision = choose([e.slot() for e in self._entries.values()], want, self.config.memory_mb, now)
         if isinstance(decision, Reuse):
             entry = self._entries[decision.id]
             entry.busy = True
+            entry.last_used = now
             if not decision.warm:
                 # No longer a stem cell. Its replacement starts once this run is done: starting a container
                 # now would compete for the CPU with this very cold start.
@@ -378,7 +380,8 @@ class ContainerPool:
         return entry
 
     def _pump(self) -> None:
-        """Serve queued runs in order, as far as capacity now allows."""
+        """Serve queued runs in order, as far as capacity now allows; then any run further back whose own warm
+        container is idle (that takes no memory from the runs in front, so it need not wait behind them)."""
         while self._queue:
             want, waiter = self._queue[0]
             if waiter.done():
@@ -391,9 +394,24 @@ class ContainerPool:
                 waiter.set_exception(exc)
                 continue
             if entry is None:
-                return
+                break
             self._queue.popleft()
             waiter.set_result(entry)
+        for want, waiter in list(self._queue)[1:]:
+            warm = None if waiter.done() else self._idle_warm(want)
+            if waiter.done() or warm is not None:
+                self._queue.remove((want, waiter))
+            if warm is not None:
+                warm.busy = True
+                warm.last_used = time.monotonic()
+                waiter.set_result(warm)
+
+    def _idle_warm(self, want: Want) -> _Entry | None:
+        for entry in self._entries.values():
+            alive = entry.conn is not None and entry.conn.alive
+            if not entry.busy and entry.key == want.key and entry.initialized and alive:
+                return entry
+        return None
 
     def _forget_dead(self) -> None:
         # An idle container whose proxy closed the connection died while waiting (e.g. the action's own

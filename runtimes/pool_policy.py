@@ -18,7 +18,9 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     memory_mb: int
     key: str | None = None  # the pool key of the action it was initialized with; None for a stem cell
     busy: bool = False  # starting, initializing or running: not available, not evictable
-    last_used: float = 0.0  # monotonic seconds: end of its last run, or its creation for a stem cell
+    # Monotonic seconds: for an idle container the end of its last run (its creation for a stem cell); for a
+    # busy one, when its current run claimed it.
+    last_used: float = 0.0
     network: bool = False  # created with network egress (stem cells never are)
 
 
@@ -56,15 +58,24 @@ class Refuse(msgspec.Struct, frozen=True, kw_only=True):
 
 Decision = Reuse | Create | Wait | Refuse
 
+# A container used this recently is not evicted for an action that has runs of its own that started this
+# recently: see `choose`.
+HOT_S = 1.0
+
 
 def used_mb(slots: Iterable[Slot]) -> int:
     return sum(slot.memory_mb for slot in slots)
 
 
-def choose(slots: Collection[Slot], want: Want, budget_mb: int) -> Decision:
+def choose(slots: Collection[Slot], want: Want, budget_mb: int, now: float | None = None) -> Decision:
     """OpenWhisk's scheduling order (§6.2): a warm idle container of the same action; else an idle stem cell of
     the same family and memory; else a new container if the memory budget allows; else a new one after
-    evicting idle containers, least recently used first; else wait."""
+    evicting idle containers, least recently used first; else wait.
+
+    One exception (given `now`), against thrashing when two actions share a full pool: a run whose action has
+    runs that started within HOT_S waits for one of those containers rather than evict a container that was
+    used within HOT_S. With short runs that wait is milliseconds; the eviction would cost a cold start now and
+    another when the evicted action comes back a moment later."""
     if want.memory_mb > budget_mb:
         return Refuse(
             reason=f"the action needs {want.memory_mb} MB and the pool's whole budget is {budget_mb} MB"
@@ -90,8 +101,15 @@ def choose(slots: Collection[Slot], want: Want, budget_mb: int) -> Decision:
         chosen.append(slot.id)
         free += slot.memory_mb
         if want.memory_mb <= free:
+            if now is not None and _thrashes(slots, want, slot, now):
+                return Wait()
             return Create(evict=tuple(chosen))
     return Wait()
+
+
+def _thrashes(slots: Collection[Slot], want: Want, newest_victim: Slot, now: float) -> bool:
+    own_fresh_runs = any(s.busy and s.key == want.key and now - s.last_used < HOT_S for s in slots)
+    return own_fresh_runs and now - newest_victim.last_used < HOT_S
 
 
 def eviction_order(idle: Iterable[Slot]) -> list[Slot]:

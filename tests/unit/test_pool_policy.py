@@ -228,3 +228,23 @@ def test_container_uids_are_distinct_and_in_range() -> None:
         taken.add(uid)
     with pytest.raises(BadRequest):
         pick_uid(taken, 100, 150, rng)
+
+
+def test_a_run_waits_for_its_own_fresh_runs_rather_than_evict_a_container_just_used() -> None:
+    # A full pool: the action's own runs started a moment ago, another action's container idles since 0.2 s.
+    slots = [warm(f"a{i}", busy=True, last_used=99.9) for i in range(3)] + [
+        warm("b", key="ns/b@1", last_used=99.8)
+    ]
+    assert choose(slots, A, 1024, now=100.0) == Wait()
+    # Long runs of its own (started over HOT_S ago), or a container idle for longer: evicting is right.
+    long_runs = [warm(f"a{i}", busy=True, last_used=90.0) for i in range(3)] + [
+        warm("b", key="ns/b@1", last_used=99.8)
+    ]
+    assert choose(long_runs, A, 1024, now=100.0) == Create(evict=("b",))
+    cold_victim = [*slots[:3], warm("b", key="ns/b@1", last_used=95.0)]
+    assert choose(cold_victim, A, 1024, now=100.0) == Create(evict=("b",))
+    # A new action (no runs of its own) evicts as before, and without `now` nothing changes.
+    assert choose(slots, Want(key="ns/c@1", family="python", memory_mb=256), 1024, now=100.0) == Create(
+        evict=("b",)
+    )
+    assert choose(slots, A, 1024) == Create(evict=("b",))
