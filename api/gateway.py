@@ -21,7 +21,7 @@ from broker.entity_store import EntityStore
 from broker.errors import NotFound, Unavailable
 from broker.health import InvokerRegistry
 from broker.invocations import RESULT_HEADER, Invocation
-from broker.invoke_queues import InvokeQueues, subject_of
+from broker.queues import EventQueues, InvokeQueues, subject_of
 from broker.topology import INVOKERS_BUCKET
 
 ACTIVATION_ID_HEADER: Final = "x-openwhisk-activation-id"
@@ -50,6 +50,7 @@ class InvokeGateway:
     ) -> None:
         self.bus = bus
         self.queues = queues or InvokeQueues(bus, bus.settings)
+        self.events = EventQueues(bus, bus.settings)
         self.registry = InvokerRegistry(bus, bucket=health_bucket)
         self.actions = EntityCache(bus, EntityStore(bus))
         self.store_poll_s = store_poll_s

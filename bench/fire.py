@@ -605,7 +605,7 @@ def line(label: str, value: str = "", note: str = "") -> None:
 async def measure(args: argparse.Namespace, server: Server, busy_before: float) -> None:
     from broker import subjects
     from broker.bus import JetStreamBus
-    from broker.topology import RULE_ENGINE, topology
+    from broker.topology import event_queue
 
     api = Api(server.url, server.key)
     await asyncio.to_thread(api.wait_for_invoker)
@@ -630,7 +630,7 @@ async def measure(args: argparse.Namespace, server: Server, busy_before: float) 
         warm = await burst(server.host, server.port, request, args.warmup, args.concurrency, None)
         tput = await burst(server.host, server.port, request, args.seconds, args.concurrency, server.pid)
         fired = warm.accepted + tput.accepted
-        behind = await bus.backlog(topology(bus.settings).consumer(RULE_ENGINE))  # events not finished
+        behind = await bus.backlog(event_queue(bus.settings, GUEST_NAMESPACE))  # events not finished
         stored_at = await until_stored(api, {t_tput: fired, a_tput: fired})
         fire_cpu = cpu_delta(cpu_before, cpu_by_name(server.pid))
         event = await bus.js.get_last_msg(

@@ -20,7 +20,7 @@ from broker.activations import SUCCESS, Activation
 from broker.bus import JetStreamBus
 from broker.errors import BadRequest, InternalError, NotFound
 from broker.invocations import Invocation
-from broker.invoke_queues import InvokeQueues, subject_of
+from broker.queues import InvokeQueues, subject_of
 from broker.retry_policy import RetryPolicy, should_retry
 from broker.trigger_events import attempt_activation_id
 

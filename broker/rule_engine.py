@@ -10,6 +10,11 @@ in MongoDB catches what outlives the window).
 Rules are read from the trigger's `rules` map (status, action, filter and retry policy, kept there by the
 rules API) through an EntityCache, which KV writes invalidate as they happen: enabling, disabling or
 changing a rule applies to the next event processed.
+
+Each namespace's events wait in a queue of their own (broker/queues.py), read by every engine: a burst of one
+namespace's fires is worked through beside another namespace's events, not in front of them. A rule's run is
+never refused for its namespace's limits: it waits in the namespace's run queue for its concurrency and, past
+its invocationsPerMinute, until the first minute with room (`not_before`).
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, PayloadTooLarge, WrongCollection
 from broker.event_patterns import matches
 from broker.invocations import Invocation
-from broker.invoke_queues import InvokeQueues, subject_of
+from broker.queues import EventQueues, InvokeQueues, QueueFollower, subject_of
 from broker.rule_links import active_rules
 from broker.stream_worker import Delivery, StreamWorker, reason_of
-from broker.topology import MAX_DELIVERIES, RULE_ENGINE, topology
+from broker.topology import MAX_DELIVERIES
 from broker.trigger_events import (
     TriggerEvent,
     event_arguments,
@@ -108,9 +113,9 @@ class RuleEngine:
         self.schedule = schedule
         self.queues = queues or InvokeQueues(bus, settings)
         self._cache = EntityCache(bus, store)
-        self._worker = StreamWorker(
+        self._worker: StreamWorker[TriggerEvent] = StreamWorker(
             bus,
-            topology(settings).consumer(RULE_ENGINE),
+            None,  # each namespace's event queue, followed as they appear
             msgspec.json.Decoder(TriggerEvent).decode,
             handle=self._handle,
             give_up=self._give_up,
@@ -118,6 +123,7 @@ class RuleEngine:
             drain_timeout_s=settings.drain_timeout_s,
             name="rule-engine",
         )
+        self._following = QueueFollower(EventQueues(bus, settings), self._worker, name="event-queues")
 
     @property
     def processed(self) -> int:
@@ -128,7 +134,9 @@ class RuleEngine:
         await self._cache.__aenter__()
         try:
             await self._worker.__aenter__()
+            await self._following.__aenter__()
         except BaseException:
+            await self._worker.__aexit__(None, None, None)
             await self._cache.__aexit__(None, None, None)
             raise
         return self
@@ -136,6 +144,7 @@ class RuleEngine:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._following.__aexit__(None, None, None)
         await self._worker.__aexit__(exc_type, exc, tb)
         await self._cache.__aexit__(None, None, None)
 

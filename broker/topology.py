@@ -19,10 +19,13 @@ DUPLICATE_WINDOW_S: Final = (
 )
 
 # Durable consumers.
-RULE_ENGINE: Final = "rule-engine"
 RECORDER: Final = "recorder"
-# INVOKE has one durable consumer per namespace, `queue-<ns>`, shared by every invoker (see `invoke_queue`).
+# TRIGGERS and INVOKE have one durable consumer per namespace, shared by every engine (`event_queue`) and
+# every invoker (`invoke_queue`): one namespace's backlog waits in its own queue, never in front of another's.
+EVENT_QUEUE_PREFIX: Final = "events-"
 INVOKE_QUEUE_PREFIX: Final = "queue-"
+# The one engine consumer of TRIGGERS of earlier versions: read until drained, then removed (rule_engine.py).
+LEGACY_RULE_ENGINE: Final = "rule-engine"
 
 # Deliveries of one message before its handler gives up and records the failure instead of trying again.
 MAX_DELIVERIES: Final = 5
@@ -132,14 +135,6 @@ def topology(settings: Settings) -> Topology:
         ),
         object_stores=(ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),),
         consumers=(
-            # New events only on first creation: the stream is also the event history, which a new engine
-            # must not replay. Provisioning creates it before any role serves, so no fire can precede it.
-            ConsumerSpec(
-                stream=subjects.TRIGGERS_STREAM,
-                durable=RULE_ENGINE,
-                deliver="new",
-                ack_wait_s=settings.broker_ack_wait_s,
-            ),
             ConsumerSpec(
                 stream=subjects.ACTIVATIONS_STREAM,
                 durable=RECORDER,
@@ -147,6 +142,27 @@ def topology(settings: Settings) -> Topology:
             ),
         ),
         retired_consumers=((subjects.INVOKE_STREAM, "invoker"),),
+    )
+
+
+def event_queue(settings: Settings, namespace: str) -> ConsumerSpec:
+    """A namespace's trigger events on TRIGGERS, for the rule engine. New events only: the stream is also the
+    event history, which must not be replayed; every publisher makes the queue before its first event."""
+    return ConsumerSpec(
+        stream=subjects.TRIGGERS_STREAM,
+        durable=f"{EVENT_QUEUE_PREFIX}{subjects.token(namespace)}",
+        filter_subject=f"trigger.{subjects.token(namespace)}.>",
+        deliver="new",
+        ack_wait_s=settings.broker_ack_wait_s,
+    )
+
+
+def legacy_rule_engine(settings: Settings) -> ConsumerSpec:
+    return ConsumerSpec(
+        stream=subjects.TRIGGERS_STREAM,
+        durable=LEGACY_RULE_ENGINE,
+        deliver="new",
+        ack_wait_s=settings.broker_ack_wait_s,
     )
 
 
@@ -166,8 +182,8 @@ def invoke_queue(settings: Settings, namespace: str, max_running: int) -> Consum
     )
 
 
-def queue_namespace(durable: str) -> str | None:
-    """The namespace of an INVOKE queue's consumer name (None for another consumer)."""
-    if not durable.startswith(INVOKE_QUEUE_PREFIX):
+def queue_namespace(durable: str, prefix: str = INVOKE_QUEUE_PREFIX) -> str | None:
+    """The namespace of a per-namespace queue's consumer name (None for another consumer)."""
+    if not durable.startswith(prefix):
         return None
-    return subjects.untoken(durable.removeprefix(INVOKE_QUEUE_PREFIX))
+    return subjects.untoken(durable.removeprefix(prefix))

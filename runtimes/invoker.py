@@ -1,6 +1,6 @@
 """The invoker agent: pulls invocations from JetStream, runs them in the container pool, publishes their records.
 
-Every invoker reads every namespace's queue on INVOKE (broker/invoke_queues.py): JetStream delivers a namespace
+Every invoker reads every namespace's queue on INVOKE (broker/queues.py): JetStream delivers a namespace
 no more runs at once than its concurrentInvocations, and the invoker's run slots go to the namespaces in turn
 (runtimes/fair_gate.py), so a namespace's backlog delays no other namespace. Queues are found as they are made
 (JetStream's consumer-created advisories) and by a look every few seconds, which also brings each queue's limit
@@ -26,7 +26,6 @@ from types import TracebackType
 from typing import Any, Final, Protocol
 
 import msgspec
-from nats.aio.msg import Msg
 
 from broker import codec, subjects
 from broker.action_refs import ResolvedAction
@@ -41,19 +40,15 @@ from broker.entity_store import EntityStore
 from broker.errors import NotFound, SquallError, WrongCollection
 from broker.health import UNHEALTHY_ERRORS, ErrorWindow, HeartbeatPublisher, Load
 from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
-from broker.invoke_queues import InvokeQueues
 from broker.kinds import SEQUENCE
 from broker.limits import MB
-from broker.periodic import Periodic
+from broker.queues import InvokeQueues, QueueFollower
 from broker.retry_policy import delay_ms
 from broker.stream_worker import Delivery, Retry, StreamWorker
 from broker.throttles import Throttles
 from broker.topology import (
-    INVOKE_QUEUE_PREFIX,
     INVOKERS_BUCKET,
     MAX_DELIVERIES,
-    ConsumerSpec,
-    queue_namespace,
 )
 from broker.trigger_events import attempt_activation_id
 from runtimes import activation_result as results
@@ -64,8 +59,6 @@ from runtimes.sequences import SequenceRunner
 log = logging.getLogger("squall.invoker")
 
 MAX_ATTEMPTS: Final = MAX_DELIVERIES  # deliveries of one invocation before it is recorded as failed, not run
-DISCOVER_EVERY_S: Final = 2.0  # the look for queues that an advisory did not announce, and for limit changes
-QUEUE_CREATED: Final = "$JS.EVENT.ADVISORY.CONSUMER.CREATED.{stream}.*"
 THROTTLED: Final = "throttled"
 GAVE_UP: Final = "The invocation could not be completed: its invoker stopped {n} times while running it."
 GAVE_UP_RETRYING: Final = (
@@ -241,7 +234,6 @@ class InvokerAgent:
         self.errors = ErrorWindow()
         self.completed = 0
         self.max_wait_ms = int(bus.settings.max_queue_wait_s * 1000)
-        self._ack_wait_s = ack_wait_s
         self._gate = FairGate(lambda: self.capacity)
         self._worker: StreamWorker[Invocation] = StreamWorker(
             bus,
@@ -257,9 +249,14 @@ class InvokerAgent:
         )
         self._cache = EntityCache(bus, store)
         self._throttles = Throttles(bus, store, bus.settings)
-        self._queues = InvokeQueues(bus, bus.settings, self._throttles.concurrency_of)
-        self._discovering = Periodic(self._discover, DISCOVER_EVERY_S, name=f"queues-{self.invoker_id}")
-        self._advisories: Any = None
+        self._following = QueueFollower(
+            InvokeQueues(bus, bus.settings, self._throttles.concurrency_of),
+            self._worker,
+            adjust=None
+            if ack_wait_s is None
+            else lambda spec: msgspec.structs.replace(spec, ack_wait_s=ack_wait_s),
+            name=f"queues-{self.invoker_id}",
+        )
         self._sequences = SequenceRunner(self._cache, self._execute, self._publish)
         self._dead_letters = DeadLetters(bus)
 
@@ -270,47 +267,17 @@ class InvokerAgent:
         await self._throttles.__aenter__()
         await self._heartbeat.__aenter__()  # visible before the first invocation is taken
         await self._worker.__aenter__()
-        created = QUEUE_CREATED.format(stream=subjects.INVOKE_STREAM)
-        self._advisories = await self.bus.subscribe(created, self._on_queue_created)
-        await self._discover()
-        await self._discovering.__aenter__()
+        await self._following.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._discovering.__aexit__(None, None, None)
-        with contextlib.suppress(Exception):
-            await self._advisories.unsubscribe()
+        await self._following.__aexit__(None, None, None)
         await self._worker.__aexit__(exc_type, exc, tb)  # no new work; runs finish or go back (nak)
         await self._heartbeat.__aexit__(None, None, None)
         await self._throttles.__aexit__(None, None, None)
         await self._cache.__aexit__(None, None, None)
-
-    # -- the queues ------------------------------------------------------------------------------------
-
-    async def _discover(self) -> None:
-        try:
-            specs = await self._queues.reconcile()
-        except SquallError as exc:  # NATS away for a moment: the next look will tell
-            log.warning("invoker %s cannot list the queues: %s", self.invoker_id, exc.message)
-            return
-        for spec in specs:
-            await self._read(spec)
-        found = {spec.durable for spec in specs}
-        for durable in self._worker.durables - found:
-            await self._worker.remove(durable)
-
-    async def _on_queue_created(self, msg: Msg) -> None:
-        durable = msg.subject.rpartition(".")[2]
-        if durable.startswith(INVOKE_QUEUE_PREFIX) and durable not in self._worker.durables:
-            with contextlib.suppress(SquallError):
-                await self._read(await self._queues.spec(queue_namespace(durable) or ""))
-
-    async def _read(self, spec: ConsumerSpec) -> None:
-        if self._ack_wait_s is not None:  # tests make an invoker give up on runs sooner
-            spec = msgspec.structs.replace(spec, ack_wait_s=self._ack_wait_s)
-        await self._worker.add(spec, provision=False)
 
     def load(self) -> Load:
         base = self._load() if self._load is not None else Load()

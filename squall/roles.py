@@ -13,8 +13,8 @@ from broker.activation_store import ActivationStore
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
-from broker.invoke_queues import InvokeQueues
 from broker.key_cache import KeyCache
+from broker.queues import InvokeQueues
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import RuleEngine
 from broker.throttles import Throttles

@@ -127,8 +127,7 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
             subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
         )
         raise BadRequest(message)
-    payload = bus.encode(event)  # trigger parameters can pass what the body alone could not
-    await bus.publish(subjects.trigger_subject(namespace, name), payload, msg_id=activation_id)
+    await gateway.events.publish(event)  # trigger parameters can make it too large (413)
     return JSON(
         ActivationIdBody(activationId=activation_id), 202, headers={ACTIVATION_ID_HEADER: activation_id}
     )

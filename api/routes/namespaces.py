@@ -9,9 +9,9 @@ from api.auth import Identity
 from api.context import JSON, authenticated, state
 from api.routing import Operation, route
 from broker.errors import NotFound
-from broker.invoke_queues import Backlog
 from broker.limits import EffectiveLimits, effective_limits, namespace_defaults
 from broker.namespaces import NamespaceLimits
+from broker.queues import Backlog
 
 TAG = "Namespaces"
 

@@ -33,8 +33,8 @@ from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.dead_letters import DeadLetters
 from broker.entity_store import EntityStore
-from broker.invoke_queues import InvokeQueues
 from broker.namespaces import NamespaceLimits
+from broker.queues import InvokeQueues
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import RuleEngine
 from broker.throttles import Throttles

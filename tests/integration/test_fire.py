@@ -19,13 +19,13 @@ from starlette.applications import Starlette
 
 from api.context import app_state
 from api.gateway import InvokeGateway
-from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation, new_activation_id
 from broker.bus import JetStreamBus, Outgoing
 from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.errors import InternalError, NotFound
+from broker.queues import EventQueues
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import GAVE_UP, RuleEngine
 from broker.trigger_events import TriggerEvent, fire_id
@@ -327,9 +327,7 @@ async def test_an_event_that_keeps_failing_is_recorded_as_failed_after_its_deliv
         published=int(time.time() * 1000),
     )
     async with BrokenEngine(bus, store, settings), ActivationRecorder(bus, activation_store):
-        await bus.publish(
-            subjects.trigger_subject(namespace, "t"), codec.encode(event), msg_id=event.activationId
-        )
+        await EventQueues(bus, settings).publish(event)
         record = await eventually_record(activation_store, namespace, event.activationId, deadline_s=30)
     assert record.response.status == "whisk internal error"
     assert record.response.result == {"error": f"{GAVE_UP} cannot plan this event"}

@@ -6,7 +6,14 @@ import fnmatch
 
 from broker import subjects
 from broker.config import Settings
-from broker.topology import RECORDER, RULE_ENGINE, invoke_queue, queue_namespace, topology
+from broker.topology import (
+    EVENT_QUEUE_PREFIX,
+    RECORDER,
+    event_queue,
+    invoke_queue,
+    queue_namespace,
+    topology,
+)
 
 
 def test_every_consumer_reads_a_declared_stream_and_every_subject_has_one_stream() -> None:
@@ -26,14 +33,17 @@ def test_policies_follow_the_design() -> None:
     assert streams[subjects.INVOKE_STREAM].retention == "work-queue"
     assert streams[subjects.TRIGGERS_STREAM].max_age_s == 2 * 86400
     assert streams[subjects.DEADLETTER_STREAM].max_age_s is None  # letters wait for a human
-    assert shape.consumer(RULE_ENGINE).deliver == "new"  # a new engine must not replay the event history
+    events = event_queue(Settings(broker_ack_wait_s=4.0), "a.b c")
+    assert events.deliver == "new"  # a new queue must not replay the event history
+    assert events.ack_wait_s == 4.0 and events.filter_subject == "trigger.a=2Eb=20c.>"
+    assert queue_namespace(events.durable, EVENT_QUEUE_PREFIX) == "a.b c"
     assert shape.consumer(RECORDER).deliver == "all"
-    assert shape.consumer(RULE_ENGINE).ack_wait_s == 4.0
     queue = invoke_queue(Settings(invoker_ack_wait_s=7.0), "a.b c", 20)
     assert queue.ack_wait_s == 7.0 and queue.max_ack_pending == 20
     assert queue.filter_subject == subjects.invoke_filter("a.b c")
     assert queue_namespace(queue.durable) == "a.b c"
-    assert queue_namespace(RULE_ENGINE) is None
+    assert queue_namespace(RECORDER) is None
+    assert queue_namespace(events.durable) is None  # another stream's prefix
     # The one shared INVOKE consumer of earlier versions overlaps every queue: provisioning removes it.
     assert (subjects.INVOKE_STREAM, "invoker") in shape.retired_consumers
 
