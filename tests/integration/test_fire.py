@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from api.context import app_state
 from api.gateway import InvokeGateway
+from broker import codec, subjects
 from broker.activation_store import ActivationStore
 from broker.activations import Activation, new_activation_id
 from broker.bus import JetStreamBus, Outgoing
@@ -28,8 +29,10 @@ from broker.errors import InternalError, NotFound
 from broker.queues import EventQueues
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import GAVE_UP, RuleEngine
+from broker.topology import legacy_rule_engine
 from broker.trigger_events import TriggerEvent, fire_id
 from runtimes.invoker import InvokerAgent
+from tests.conditions import eventually
 from tests.integration.test_fuzz_api import EchoPool
 
 CODE = {"exec": {"kind": "python:default", "code": "def main(args):\n    return args\n"}}
@@ -331,3 +334,33 @@ async def test_an_event_that_keeps_failing_is_recorded_as_failed_after_its_deliv
         record = await eventually_record(activation_store, namespace, event.activationId, deadline_s=30)
     assert record.response.status == "whisk internal error"
     assert record.response.result == {"error": f"{GAVE_UP} cannot plan this event"}
+
+
+async def test_the_engine_consumer_of_an_earlier_version_is_read_until_drained_then_removed(
+    bus: JetStreamBus, store: EntityStore, activation_store: ActivationStore, settings: Settings
+) -> None:
+    legacy = legacy_rule_engine(settings)
+    await bus.provision_consumer(legacy)  # as an earlier version left it, with an event it never handled
+    namespace = f"legacy-{uuid.uuid4().hex[:8]}"
+    event = TriggerEvent(
+        activationId=new_activation_id(),
+        namespace=namespace,
+        trigger="t",
+        subject="s",
+        published=int(time.time() * 1000),
+    )
+    await bus.publish(
+        subjects.trigger_subject(namespace, "t"), codec.encode(event), msg_id=event.activationId
+    )
+    async with RuleEngine(bus, store, settings), ActivationRecorder(bus, activation_store):
+        record = await eventually_record(activation_store, namespace, event.activationId)
+
+        async def removed() -> bool:
+            try:
+                await bus.consumer(legacy)
+            except NotFound:
+                return True
+            return False
+
+        await eventually(removed, 10, "the drained legacy consumer's removal")
+    assert record.activationId == event.activationId
