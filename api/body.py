@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -70,7 +70,3 @@ def query_int(request: Request, name: str, default: int | None = None) -> int | 
     except ValueError:
         raise BadRequest(f"The query parameter '{name}' must be an integer, not '{raw}'.") from None
 
-
-def encoded_size(value: Any) -> int:
-    """Size of a value as JSON, the measure OpenWhisk's size limits use."""
-    return len(msgspec.json.encode(value))

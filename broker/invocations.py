@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
 
+from broker.entities import KeyValue
+from broker.params import annotation_truthy
 from broker.retry_policy import RetryPolicy
 
 # Where a waiting API wants the activation record sent (a core NATS subject), as a header of the invocation.
 RESULT_HEADER: Final = "Squall-Result-To"
 # The action annotation that lets an action see its caller's key as __OW_API_KEY.
 PROVIDE_API_KEY: Final = "provide-api-key"
+
+
+def provides_api_key(annotations: Iterable[KeyValue]) -> bool:
+    """Whether an action gets its caller's key (`provide-api-key`: true when absent, as OpenWhisk reads it; new
+    actions are created with it false)."""
+    return annotation_truthy(annotations, PROVIDE_API_KEY, absent=True)
 
 
 class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

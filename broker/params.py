@@ -49,6 +49,24 @@ def has_key(pairs: Iterable[KeyValue], key: str) -> bool:
     return any(p.key == key for p in pairs)
 
 
+def is_truthy(value: Any) -> bool:
+    """OpenWhisk's `Parameters.isTruthy` for an annotation that is present."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value != ""
+    return value is not None
+
+
+def annotation_truthy(annotations: Iterable[KeyValue], key: str, absent: bool) -> bool:
+    """Whether annotation `key` is set to a truthy value (`absent` when it is not there)."""
+    if not has_key(annotations, key):
+        return absent
+    return is_truthy(lookup(annotations, key))
+
+
 def is_final(annotations: Iterable[KeyValue]) -> bool:
     """OpenWhisk reads `final` as a JSON boolean: only `true` counts, not `"true"` or 1."""
     return lookup(annotations, FINAL) is True

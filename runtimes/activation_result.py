@@ -172,24 +172,6 @@ def action_path(action: Action) -> str:
     return f"{action.namespace}/{action.name}"
 
 
-def is_truthy(value: Any) -> bool:
-    """OpenWhisk's `Parameters.isTruthy` for an annotation that is present."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value != 0
-    if isinstance(value, str):
-        return value != ""
-    return value is not None
-
-
-def annotation_truthy(annotations: list[KeyValue], key: str, absent: bool) -> bool:
-    for pair in reversed(annotations):
-        if pair.key == key:
-            return is_truthy(pair.value)
-    return absent
-
-
 def action_record(
     *,
     invocation: Invocation,

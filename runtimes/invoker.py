@@ -39,7 +39,7 @@ from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import NotFound, SquallError, WrongCollection
 from broker.health import UNHEALTHY_ERRORS, ErrorWindow, HeartbeatPublisher, Load
-from broker.invocations import PROVIDE_API_KEY, RESULT_HEADER, Invocation
+from broker.invocations import RESULT_HEADER, Invocation, provides_api_key
 from broker.kinds import SEQUENCE
 from broker.limits import MB
 from broker.queues import InvokeQueues, QueueFollower
@@ -106,7 +106,7 @@ def run_request(
     """The pool's request for one run: both OpenWhisk protocol bodies, with the `__OW_*` values of §3.1."""
     limits = action.limits
     deadline = str((now if now is not None else now_ms()) + limits.timeout)
-    wants_key = results.annotation_truthy(action.annotations, PROVIDE_API_KEY, absent=True)
+    wants_key = provides_api_key(action.annotations)
     api_key = invocation.api_key if wants_key else None
     run = RunPayload(
         value=value,

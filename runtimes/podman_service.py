@@ -182,15 +182,3 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
-
-
-def service_answers(settings: Settings) -> bool:
-    """For the CLI: whether a rootless Podman service answers on the configured socket (starts nothing)."""
-
-    async def probe() -> bool:
-        service = PodmanService(settings)
-        service.user = resolve_podman_user(settings.podman_user)
-        service.socket_path = settings.podman_socket or f"{service.user.runtime_dir}/podman/podman.sock"
-        return await service.ping()
-
-    return asyncio.run(probe())

@@ -23,7 +23,7 @@ from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Acti
 from broker.clock import now_ms
 from broker.entities import ACTIONS, Action, KeyValue, split_path
 from broker.errors import BadRequest
-from broker.invocations import PROVIDE_API_KEY, Invocation
+from broker.invocations import Invocation, provides_api_key
 from broker.limits import PAYLOAD_MAX_BYTES
 
 log = logging.getLogger("squall.api")
@@ -111,12 +111,8 @@ async def resolve_target(request: Request, identity: Identity) -> Target:
 def api_key_for(request: Request, action: Action) -> str | None:
     """The caller's key, for actions that ask for it (`provide-api-key`, true when absent, as OpenWhisk reads it).
     A sequence carries it for its components, which each decide for themselves."""
-    if action.exec.kind != kinds.SEQUENCE:
-        for pair in reversed(action.annotations):
-            if pair.key == PROVIDE_API_KEY:
-                if pair.value in (False, None, 0, ""):
-                    return None
-                break
+    if action.exec.kind != kinds.SEQUENCE and not provides_api_key(action.annotations):
+        return None
     uuid, secret = credentials_of(request.headers.get("authorization"))
     return f"{uuid}:{secret}"
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from broker import codec
+from broker import codec, params
 from broker.action_refs import ResolvedAction
 from broker.activations import (
     APPLICATION_ERROR,
@@ -281,9 +281,9 @@ def test_failure_record_carries_the_error_and_path() -> None:
     [(True, True), (False, False), ("", False), ("yes", True), (0, False), (2, True), (None, False)],
 )
 def test_annotation_truthiness_as_openwhisk_reads_it(value: Any, truthy: bool) -> None:
-    assert ar.annotation_truthy([KeyValue(key="k", value=value)], "k", absent=True) is truthy
-    assert ar.annotation_truthy([], "k", absent=True) is True
-    assert ar.annotation_truthy([], "k", absent=False) is False
+    assert params.annotation_truthy([KeyValue(key="k", value=value)], "k", absent=True) is truthy
+    assert params.annotation_truthy([], "k", absent=True) is True
+    assert params.annotation_truthy([], "k", absent=False) is False
 
 
 def test_has_error_is_what_stops_a_sequence() -> None:
