@@ -13,7 +13,7 @@ BLACKBOX = "blackbox"
 
 
 class Runtime(msgspec.Struct, frozen=True, kw_only=True):
-    """One concrete kind. `image_family` names the runtime image the invoker starts for it (issue 4)."""
+    """One concrete kind. `image_family` names the runtime image the invoker starts for it."""
 
     kind: str
     family: str

@@ -1,4 +1,4 @@
-"""Actions: CRUD of code actions and sequences, in the default package or a named one (invoke is issue 4)."""
+"""Actions: CRUD of code actions and sequences, in the default package or a named one (invoking: routes/invoke.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Routes for triggers: list, get, create or update, delete. Firing (`POST`) belongs to the rule engine's issue."""
+"""Routes for triggers: list, get, create or update, delete (firing one: routes/fire.py)."""
 
 from __future__ import annotations
 
