@@ -28,6 +28,11 @@ MEMORY_EXHAUSTED: Final = "The action exhausted its memory and was aborted."
 ACTION_REMOVED: Final = "Action could not be found or may have been deleted."
 ACTION_FETCH_ERROR: Final = "Action could not be fetched."
 RESOURCE_PROVISION_ERROR: Final = "Failed to provision resources to run the action."
+# Messages.logWarningDeveloperError: OpenWhisk ends the logs of every developer error with it, because it stops
+# waiting for the log sentinels of a container that failed and so cannot know it has every line.
+DEVELOPER_ERROR_WARNING: Final = (
+    "The action did not initialize or run as expected. Log data might be missing."
+)
 
 ERROR_FIELD: Final = "error"
 SEQUENCE_KIND: Final = "sequence"
@@ -153,13 +158,15 @@ def log_time(epoch_ms: int) -> str:
     return f"{stamp}Z".ljust(30)
 
 
-def final_logs(outcome: RunOutcome, limit_bytes: int) -> list[str]:
-    """The run's log lines, ending with OpenWhisk's truncation notice when the limit cut them."""
-    if not outcome.logs_truncated:
-        return list(outcome.logs)
-    if outcome.logs and TRUNCATION_MARK in outcome.logs[-1]:
-        return list(outcome.logs)  # the pool said it already
-    return [*outcome.logs, f"{log_time(outcome.end)} stderr: {logs_truncated(limit_bytes)}"]
+def final_logs(outcome: RunOutcome, limit_bytes: int, developer_error: bool = False) -> list[str]:
+    """The run's log lines, ending with OpenWhisk's truncation notice when the limit cut them, and then with its
+    warning when the run was a developer error (a failed init, a crash, a timeout, an invalid response)."""
+    logs = list(outcome.logs)
+    if outcome.logs_truncated and not (logs and TRUNCATION_MARK in logs[-1]):  # unless the pool said it
+        logs.append(f"{log_time(outcome.end)} stderr: {logs_truncated(limit_bytes)}")
+    if developer_error:
+        logs.append(f"{log_time(outcome.end)} stderr: {DEVELOPER_ERROR_WARNING}")
+    return logs
 
 
 def limits_value(limits: ActionLimits) -> Any:
@@ -224,7 +231,7 @@ def action_record(
         duration=max(0, outcome.end - outcome.start),
         cause=invocation.cause,
         response=response,
-        logs=final_logs(outcome, limits.logs * MB),
+        logs=final_logs(outcome, limits.logs * MB, response.status == DEVELOPER_ERROR),
         version=action.version,
         publish=False,
         annotations=annotations,

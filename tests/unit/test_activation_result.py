@@ -243,6 +243,41 @@ def test_truncated_logs_end_with_openwhisk_notice_once() -> None:
     assert again.logs == rec.logs
 
 
+WARNING = "stderr: The action did not initialize or run as expected. Log data might be missing."
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"timed_out": True, "status": None, "body": b""},
+        {"timed_out": True, "timed_out_in_init": True, "cold": True, "status": None, "body": b""},
+        {"cold": True, "init_status": 502, "init_body": b'{"error": "x"}', "status": None, "body": b""},
+        {"cold": True, "crashed": True, "init_ms": None, "status": None, "body": b""},
+        {"crashed": True, "status": None, "body": b""},
+        {"status": 400, "body": b'{"error": "command exited"}'},
+        {"status": 502, "body": b'{"error": "The action did not return a dictionary or array."}'},
+    ],
+)
+def test_every_developer_error_keeps_its_lines_and_ends_with_openwhisks_warning(
+    fields: dict[str, Any],
+) -> None:
+    printed = [f"{ar.log_time(T0)} stdout: before the failure"]
+    rec = record(logs=printed, **fields)
+    assert rec.response.status == DEVELOPER_ERROR
+    assert rec.logs[:-1] == printed
+    assert rec.logs[-1] == f"{ar.log_time(T0 + 12)} {WARNING}"
+
+
+def test_the_warning_follows_the_truncation_notice_and_only_developer_errors_get_it() -> None:
+    cut = record(logs=["a"], logs_truncated=True, timed_out=True, status=None, body=b"")
+    assert [line[31:] for line in cut.logs[1:]] == [
+        "stderr: Logs were truncated because the total bytes size exceeds the limit of 1048576 bytes.",
+        WARNING,
+    ]
+    assert record(logs=["a"]).logs == ["a"]
+    assert record(logs=["a"], body=b'{"error": "nope"}').logs == ["a"]  # an application error
+
+
 def test_log_time_is_iso_utc_padded_to_30() -> None:
     assert ar.log_time(T0) == "2023-11-14T22:13:20.000000Z".ljust(30)
 
