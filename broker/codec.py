@@ -48,4 +48,3 @@ def decode(data: bytes | str, type_: type[T]) -> T:
 def to_builtins(value: object) -> Any:
     """A Struct as plain dicts/lists, e.g. for a MongoDB document."""
     return msgspec.to_builtins(value)
-
