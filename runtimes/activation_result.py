@@ -291,22 +291,3 @@ def internal_error(invocation: Invocation, *, name: str, path: str, message: str
 def has_error(response: ActivationResponse) -> bool:
     """What stops a sequence: a result object carrying `error` (every non-success response has one)."""
     return isinstance(response.result, dict) and ERROR_FIELD in response.result
-
-
-def fit(record: Activation, max_bytes: int) -> Activation:
-    """A record small enough for one NATS message: log lines are dropped from the end, and a notice says so.
-
-    Only a log flood near the 10 MB log limit on a server with a smaller message limit needs this.
-    """
-    overhead = len(msgspec.json.encode(msgspec.structs.replace(record, logs=[]))) + 512
-    budget = max(0, max_bytes - overhead)
-    kept: list[str] = []
-    used = 0
-    for line in record.logs:
-        size = len(line.encode()) + 3  # quotes and comma
-        if used + size > budget:
-            break
-        kept.append(line)
-        used += size
-    notice = f"{log_time(record.end or record.start)} stderr: {logs_truncated(budget)}"
-    return msgspec.structs.replace(record, logs=[*kept, notice])

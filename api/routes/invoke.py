@@ -25,7 +25,7 @@ from api.request_id import request_id_of
 from api.routes.packages import resolve_package
 from api.routing import Operation, Param, route
 from api.throttling import throttles_of
-from broker import codec, kinds, subjects
+from broker import codec, kinds, large_records, subjects
 from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.bus import JetStreamBus
@@ -131,7 +131,9 @@ class InvokeGateway:
     async def _on_record(self, msg: Msg) -> None:
         fut = self._waiting.get(msg.subject.rpartition(".")[2])
         if fut is not None and not fut.done():
-            fut.set_result(msg.data)
+            data = await large_records.with_result(self.bus, msg.data, msg.headers)
+            if not fut.done():  # the wait may have ended while a large record was read
+                fut.set_result(data)
 
     async def invoke(
         self,

@@ -282,16 +282,6 @@ def test_log_time_is_iso_utc_padded_to_30() -> None:
     assert ar.log_time(T0) == "2023-11-14T22:13:20.000000Z".ljust(30)
 
 
-def test_fit_drops_log_lines_to_stay_under_a_message_size() -> None:
-    lines = [f"2024-01-01T00:00:00.000000Z      stdout: {'x' * 1000}" for _ in range(2000)]
-    big = record(logs=lines)
-    fitted = ar.fit(big, 1024 * 1024)
-    assert len(codec.encode(fitted)) <= 1024 * 1024
-    assert 500 < len(fitted.logs) < 2000
-    assert fitted.logs[:-1] == lines[: len(fitted.logs) - 1]
-    assert "Logs were truncated" in fitted.logs[-1]
-
-
 # -- records of invocations that never ran -------------------------------------------------------------------
 
 
