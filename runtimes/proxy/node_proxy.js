@@ -309,13 +309,39 @@ function server(nonce, channel) {
         });
     });
   });
+  // The side door answers /logs outside the queue: after a timeout the invoker asks it for what the action
+  // printed while /init or /run is still pending (an action waiting on a Promise or a timer; one that spins
+  // blocks this event loop, and its logs are lost with its container).
+  const side = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const path = req.url.split('?')[0];
+      const answer =
+        path !== '/logs'
+          ? Promise.resolve([404, errorBody(`no such endpoint: ${req.url}`)])
+          : req.method !== 'POST'
+            ? Promise.resolve([405, errorBody(`${req.method} is not allowed on ${req.url}`)])
+            : fetchLogs();
+      answer.then(([status, payload]) => {
+        res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) });
+        res.end(payload);
+      });
+    });
+  });
   // The invoker keeps one connection per container for as long as the container lives.
-  srv.keepAliveTimeout = 0;
-  srv.requestTimeout = 0;
-  srv.headersTimeout = 0;
-  srv.timeout = 0;
+  for (const s of [srv, side]) {
+    s.keepAliveTimeout = 0;
+    s.requestTimeout = 0;
+    s.headersTimeout = 0;
+    s.timeout = 0;
+  }
+  // The side door first: the main socket's appearance means both are there.
+  listenAt(side, `${socketPath}.logs`, () => listenAt(srv, socketPath, () => {}));
+}
 
-  // Bind and listen under a temporary name, then rename: the socket appears only once it accepts.
+// Bind and listen under a temporary name, then rename: the socket appears only once it accepts.
+function listenAt(srv, socketPath, then) {
+  const fs = require('fs');
   const temporary = `${socketPath}.${process.pid}.tmp`;
   try {
     fs.unlinkSync(temporary);
@@ -325,6 +351,7 @@ function server(nonce, channel) {
   srv.listen(temporary, () => {
     fs.chmodSync(temporary, 0o666);
     fs.renameSync(temporary, socketPath);
+    then();
   });
 }
 

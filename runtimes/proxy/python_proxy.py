@@ -16,6 +16,7 @@ Start
     These are removed from the environment the action sees.
     Ready = the socket path exists. It is bound and listening under a temporary name, made mode 0666 and then
     renamed into place, so a connect() to an existing path never meets a socket that is not listening yet.
+    The side door `<socket>.logs` is in place before the socket is (see POST /logs).
     SIGTERM ends the proxy at once. The proxy never closes an idle connection.
 
 HTTP
@@ -68,6 +69,10 @@ POST /logs   → 200 {"logs": [lines], "truncated": bool}, then the buffer is cl
     2026-11-27T03:18:13.123456789Z> stdout: <line, trimmed>"; longer lines are cut every 16 KiB. Each line weighs its JSON-encoded size + 1 byte; the first line past the limit
     and everything after it until the end of the activation are read and dropped, and the last line is then
     "<time> stderr: Logs were truncated because the total bytes size exceeds the limit of N bytes."
+    The same request is answered on the side door, the socket `<socket>.logs`, while /init or /run is still
+    running: there the invoker collects what an action printed before it timed out (its container is then
+    destroyed). Python serves it from a thread of its own, so even an action that never yields is answered;
+    Node.js from its event loop, so only while the action is waiting (a Promise, a timer), not while it spins.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ if TYPE_CHECKING:  # typing costs import time in a proxy that must be ready fast
     from typing import Any
 
 DEFAULT_SOCKET = "/run/squall/proxy.sock"
+SIDE_DOOR = ".logs"  # suffix of the socket that answers POST /logs while the action runs
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
 SENTINEL = b"XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 MAX_LINE = 16 * 1024  # docker's split size for a line without a newline
@@ -648,6 +654,42 @@ class Server:
             return 500, error_body(f"proxy error: {exc!r}")
 
 
+def serve_side_door(listener: socket.socket, proxy: Proxy) -> None:
+    """POST /logs on the side door, one connection at a time, in this thread: the main thread may be stuck in
+    the action for good (a timeout), and its output until then is exactly what the invoker wants."""
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            buf = bytearray()
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                buf += data
+                request, used = parse_request(buf)
+                if request is None:
+                    continue
+                if isinstance(request, int):
+                    respond(conn, request, error_body(REASONS[request].decode()), False)
+                    break
+                del buf[:used]
+                if request.target.partition("?")[0] != "/logs":
+                    status, payload = 404, error_body(f"no such endpoint: {request.target}")
+                elif request.method != "POST":
+                    status, payload = 405, error_body(f"{request.method} is not allowed on {request.target}")
+                else:
+                    status, payload = proxy.fetch_logs(request.body)
+                try:
+                    respond(conn, status, payload, request.keep_alive)
+                except OSError:
+                    break
+                if not request.keep_alive:
+                    break
+
+
 def listen(path: str) -> socket.socket:
     """Bind and listen under a temporary name, then rename: the socket appears only once it accepts."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -668,6 +710,7 @@ def main() -> None:
     socket_path = os.environ.pop("SQUALL_PROXY_SOCKET", DEFAULT_SOCKET)
     limit = parse_limit(os.environ.pop("SQUALL_LOG_LIMIT_BYTES", ""), DEFAULT_LOG_LIMIT)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # as PID 1, SIGTERM is ignored without a handler
+    side_door = listen(socket_path + SIDE_DOOR)  # first: the main socket's appearance means both are there
     listener = listen(socket_path)
     logs = LogCollector(limit)
     diagnostics = os.dup(2)
@@ -676,7 +719,11 @@ def main() -> None:
     if reconfigure is not None:  # each print reaches the pipe at once, so its log line gets its own time
         reconfigure(line_buffering=True)
     logs.start()
-    Server(listener, Proxy(logs, os.getcwd()), diagnostics).serve_forever()
+    proxy = Proxy(logs, os.getcwd())
+    threading.Thread(
+        target=serve_side_door, args=(side_door, proxy), name="squall-side-door", daemon=True
+    ).start()
+    Server(listener, proxy, diagnostics).serve_forever()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ semantics, per-activation logs with their limit, and its warm round trip."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -266,7 +267,8 @@ def test_socket_appears_listening_world_writable_and_alone(proxy: ProxyProcess) 
     mode = os.stat(proxy.socket_path).st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o666
-    assert sorted(os.listdir(proxy.dir)) == ["proxy.sock", "tmp"]  # the temporary name is gone
+    # The temporary names are gone; the side door answers /logs while an action runs.
+    assert sorted(os.listdir(proxy.dir)) == ["proxy.sock", "proxy.sock.logs", "tmp"]
     assert proxy.init("import os\ndef main(a):\n    return {'env': sorted(os.environ)}") == (
         200,
         {"ok": True},
@@ -796,3 +798,53 @@ def test_install_refuses_a_place_the_owner_cannot_traverse(tmp_path: Path) -> No
     os.chmod(tmp_path, 0o755)
     with pytest.raises(Unavailable, match=r"uid 12345 cannot traverse .*closed"):
         install_proxies(closed / "proxies", *OWNER)
+
+
+# --- the side door: logs of an action that never comes back ---------------------------------------------------
+
+
+def side_door_logs(proxy: ProxyProcess) -> dict[str, Any]:
+    door = ProxyClient(proxy.socket_path + ".logs", timeout_s=15)
+    try:
+        status, body = door.post("/logs", {})
+        assert door.request("/run", b"{}")[0] == 404 and door.request("/logs", b"", method="GET")[0] == 405
+    finally:
+        door.close()
+    assert status == 200
+    return body  # type: ignore[no-any-return]
+
+
+STUCK_IN_RUN = """
+import sys, time
+def main(a):
+    print('before', flush=True)
+    print('err', file=sys.stderr)
+    time.sleep(60)
+"""
+STUCK_IN_INIT = """
+import sys, time
+print('before', flush=True)
+print('err', file=sys.stderr)
+time.sleep(60)
+def main(a):
+    return a
+"""
+
+
+@pytest.mark.parametrize("where", ["run", "init"])
+def test_the_side_door_answers_logs_while_the_action_is_stuck(proxy: ProxyProcess, where: str) -> None:
+    if where == "run":
+        assert proxy.init(STUCK_IN_RUN)[0] == 200
+
+    def call() -> None:
+        with contextlib.suppress(OSError):  # the socket times out or closes at teardown: never answered
+            proxy.run() if where == "run" else proxy.init(STUCK_IN_INIT)
+
+    threading.Thread(target=call, daemon=True).start()
+    time.sleep(0.5)
+    body = side_door_logs(proxy)
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "before"),
+        ("stderr", "err"),
+    ]
+    assert body["truncated"] is False
