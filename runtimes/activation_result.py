@@ -37,10 +37,6 @@ DEVELOPER_ERROR_WARNING: Final = (
 ERROR_FIELD: Final = "error"
 SEQUENCE_KIND: Final = "sequence"
 
-# The part of an oversized result quoted back in the error. OpenWhisk quotes up to its truncation limit;
-# Squall keeps a shorter prefix so the record stays well inside a NATS message (see the module's tests).
-TRUNCATED_PREFIX_BYTES: Final = 16 * 1024
-
 
 def invalid_init_response(body: str) -> str:
     return "The action failed during initialization" + (f": {body}" if body else ".")
@@ -118,7 +114,9 @@ def run_response(outcome: RunOutcome, result_limit: int = RESULT_MAX_BYTES) -> A
         return error_response(DEVELOPER_ERROR, ABNORMAL_RUN)
     body = outcome.body
     if len(body) > result_limit:
-        prefix = body[:TRUNCATED_PREFIX_BYTES].decode("utf-8", errors="ignore")
+        # OpenWhisk quotes the reply up to the limit (its container client reads no further); the record may
+        # then pass one NATS message, which broker/large_records.py carries.
+        prefix = body[:result_limit].decode("utf-8", errors="ignore")
         return error_response(
             APPLICATION_ERROR, truncated_response(prefix, len(body), result_limit), len(body)
         )

@@ -305,6 +305,8 @@ async def test_a_5_mb_result_is_refused_and_an_infinite_loop_times_out(squall: S
     message = r.json()["response"]["result"]["error"]
     assert message.startswith("The action produced a response that exceeded the allowed length: ")
     assert "> 1048576 bytes. The truncated response was: {" in message
+    # Quoted up to the limit, as OpenWhisk does: a record past one NATS message, read back for this answer.
+    assert len(message.partition("The truncated response was: ")[2]) == 1024 * 1024
     loop = "def main(a):\n    if a.get('spin'):\n        while True:\n            pass\n    return {'ok': True}\n"
     await squall.put("loop", {"kind": "python:3.11", "code": loop}, limits={"timeout": 1000})
     assert (await squall.invoke("loop", result="true")).json() == {"ok": True}
