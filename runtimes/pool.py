@@ -313,8 +313,9 @@ class ContainerPool:
 
     async def _last_logs(self, entry: _Entry, outcome: RunOutcome) -> RunOutcome:
         """A timed-out run's logs until then, from the proxy's side door (it answers while /init or /run is
-        still running), before the container is destroyed. A crashed container took its proxy with it."""
-        if not outcome.timed_out or entry.container is None:
+        still running), before the container is destroyed. After a broken reply (e.g. one past max_reply_mb)
+        the proxy still answers too; a process that died took its lines with it (the door is refused)."""
+        if not (outcome.timed_out or outcome.crashed) or entry.container is None:
             return outcome
         try:
             door = await asyncio.wait_for(

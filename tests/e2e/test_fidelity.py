@@ -99,6 +99,16 @@ async def test_an_exception_at_init_warns_and_one_in_main_is_the_actions_own_err
     assert WARNING not in logs
 
 
+async def test_a_process_that_dies_loses_its_lines_but_the_record_warns(squall: Squall) -> None:
+    """A known gap (README, Compatibility): the proxy that held the lines dies with the action's process."""
+    code = "import os\ndef main(a):\n    print('about to die')\n    os._exit(1)\n"
+    answer, logs = await failed_record(squall, "die", code)
+    assert answer["response"]["result"] == {
+        "error": "The action did not produce a valid response and exited unexpectedly."
+    }
+    assert logs[-1] == WARNING
+
+
 async def test_a_node_action_waiting_past_its_timeout_keeps_its_lines(squall: Squall) -> None:
     code = "function main() { console.log('waiting'); return new Promise(() => {}); }"
     await squall.put("node-wait", {"kind": "nodejs:18", "code": code}, limits={"timeout": 1000})
