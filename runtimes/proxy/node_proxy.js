@@ -23,6 +23,7 @@ const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX';
 const MAX_LINE = 16 * 1024; // docker's split size for a line without a newline
 const LOG_WAIT_MS = 10000; // the sentinels come back within milliseconds; this only bounds a broken reader
 const JAVA_TRIM = /^[\x00-\x20]+|[\x00-\x20]+$/g; // Scala's String.trim, which OpenWhisk applies to log lines
+const SOFAR_WAIT_MS = 30; // for the side door: lets the output already written reach the collector
 const LOG_FAILURE = 'There was an issue while collecting your logs. Data might be missing.';
 
 function truncatedMessage(limit) {
@@ -44,24 +45,31 @@ function launcher() {
   const { spawn } = require('child_process');
   const nonce = makeNonce();
   const env = Object.assign({}, process.env, { [ROLE]: 'server', [NONCE]: nonce });
-  // Node.js options given to the launcher (e.g. --max-old-space-size) are meant for the action: pass them on.
-  const child = spawn(process.execPath, [...process.execArgv, __filename], {
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env,
-    serialization: 'json', // 'advanced' costs ~100 µs more per small message
-  });
   const limit = parseLimit(process.env.SQUALL_LOG_LIMIT_BYTES, DEFAULT_LOG_LIMIT);
-  collect(new LogCollector(limit, nonce, [child.stdout, child.stderr]), {
-    send: (msg) => child.connected && child.send(msg),
-    onMessage: (handler) => child.on('message', handler),
+  let logs = null;
+  // The side door before the server's socket (the invoker locks the directory once that appears), served here:
+  // this process outlives a server that spins.
+  const door = sideDoor((reply) => (logs ? logs.sofar(reply) : reply(['', false])));
+  listenAt(door, `${process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET}.logs`, () => {
+    // Node.js options given to the launcher (e.g. --max-old-space-size) are meant for the action: pass them on.
+    const child = spawn(process.execPath, [...process.execArgv, __filename], {
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env,
+      serialization: 'json', // 'advanced' costs ~100 µs more per small message
+    });
+    logs = new LogCollector(limit, nonce, [child.stdout, child.stderr]);
+    collect(logs, {
+      send: (msg) => child.connected && child.send(msg),
+      onMessage: (handler) => child.on('message', handler),
+    });
+    child.on('exit', (code) => process.exit(code === null ? 1 : code));
+    const stop = () => {
+      child.kill('SIGKILL');
+      process.exit(0);
+    };
+    process.on('SIGTERM', stop); // as PID 1, SIGTERM is ignored without a handler
+    process.on('SIGINT', stop);
   });
-  child.on('exit', (code) => process.exit(code === null ? 1 : code));
-  const stop = () => {
-    child.kill('SIGKILL');
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop); // as PID 1, SIGTERM is ignored without a handler
-  process.on('SIGINT', stop);
 }
 
 function singleProcess(fifos) {
@@ -75,7 +83,30 @@ function singleProcess(fifos) {
   });
   worker.on('exit', () => process.exit(70));
   process.on('SIGTERM', () => process.exit(0)); // as PID 1, SIGTERM is ignored without a handler
-  server(nonce, { send: (msg) => worker.postMessage(msg), onMessage: (handler) => worker.on('message', handler) });
+  // The side door is bound here, before the server's socket (the invoker locks the directory once that appears;
+  // waiting for the worker instead would delay every cold start by its boot), and its listening descriptor is
+  // shared with the worker, which accepts on it too: while this thread spins in the action, the worker answers.
+  const asked = new Map();
+  let asks = 0;
+  const door = sideDoor((reply) => {
+    asks += 1;
+    asked.set(asks, reply);
+    worker.postMessage({ op: 'sofar', id: asks });
+  });
+  worker.on('message', (msg) => {
+    const reply = msg && msg.op === 'sofar' && asked.get(msg.id);
+    if (reply) {
+      asked.delete(msg.id);
+      reply([msg.frag, msg.truncated]);
+    }
+  });
+  const opened = new Promise((resolve) => {
+    listenAt(door, `${process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET}.logs`, () => {
+      worker.postMessage({ op: 'door', fd: door._handle.fd });
+      resolve();
+    });
+  });
+  server(nonce, { send: (msg) => worker.postMessage(msg), onMessage: (handler) => worker.on('message', handler) }, opened);
 }
 
 // The worker thread of singleProcess: the FIFOs are read through the thread's own event loop, which keeps
@@ -88,13 +119,16 @@ function fifoCollector(data) {
     const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     return new net.Socket({ fd, readable: true, writable: false });
   });
-  collect(new LogCollector(data.limit, data.nonce, sources), {
-    send: (msg) => parentPort.postMessage(msg),
-    onMessage: (handler) => parentPort.on('message', handler),
+  const logs = new LogCollector(data.limit, data.nonce, sources);
+  const channel = { send: (msg) => parentPort.postMessage(msg), onMessage: (handler) => parentPort.on('message', handler) };
+  collect(logs, channel);
+  channel.onMessage((msg) => {
+    if (msg && msg.op === 'door') sideDoor((reply) => logs.sofar(reply)).listen({ fd: msg.fd });
   });
 }
 
-// The collector's side of the channel: {op: 'limit', bytes} and {op: 'logs', epoch} → {op: 'logs', epoch, ...}.
+// The collector's side of the channel: {op: 'limit', bytes}, {op: 'logs', epoch} → {op: 'logs', epoch, ...} and
+// {op: 'sofar', id} → {op: 'sofar', id, frag, truncated}.
 function collect(logs, channel) {
   logs.streams.forEach((s, i) => s.source.on('data', (chunk) => logs.feed(i, chunk)));
   channel.onMessage((msg) => {
@@ -102,7 +136,41 @@ function collect(logs, channel) {
       logs.limit = msg.bytes;
     } else if (msg && msg.op === 'logs') {
       logs.request(msg.epoch, (frag, truncated) => channel.send({ op: 'logs', epoch: msg.epoch, frag, truncated }));
+    } else if (msg && msg.op === 'sofar') {
+      logs.sofar(([frag, truncated]) => channel.send({ op: 'sofar', id: msg.id, frag, truncated }));
     }
+  });
+}
+
+// The side door: POST /logs, answered with the current activation's lines so far (`sofar`), outside the thread
+// that runs the action. After a timeout the invoker asks it for what the action printed, even while the action
+// spins (OpenWhisk's loggingTimeout.js and initforever.js) and the server can answer nothing. Plain `net` and a
+// minimal HTTP/1.1 reading: `http` would cost the collector's start a few milliseconds of CPU.
+function sideDoor(sofar) {
+  const net = require('net');
+  return net.createServer((conn) => {
+    let buf = Buffer.alloc(0);
+    conn.on('error', () => conn.destroy());
+    conn.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.toString('latin1', 0, end).split('\r\n');
+        const [method, target] = head[0].split(' ');
+        const length = Number((head.find((h) => /^content-length:/i.test(h)) || ':0').split(':')[1]) || 0;
+        if (buf.length < end + 4 + length) return;
+        buf = buf.subarray(end + 4 + length);
+        const reply = (status, payload) =>
+          conn.write(
+            `HTTP/1.1 ${status} ${status === 200 ? 'OK' : 'Error'}\r\nContent-Type: application/json\r\n` +
+              `Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`,
+          );
+        if (String(target).split('?')[0] !== '/logs') reply(404, errorBody(`no such endpoint: ${target}`));
+        else if (method !== 'POST') reply(405, errorBody(`${method} is not allowed on ${target}`));
+        else sofar(([frag, truncated]) => reply(200, `{"logs":[${frag}],"truncated":${truncated}}`));
+      }
+    });
   });
 }
 
@@ -219,6 +287,21 @@ class LogCollector {
     }
   }
 
+  // The current activation's lines so far, once the output already in the pipes is read: the action may be stuck
+  // for good, so no sentinel is awaited (OpenWhisk, too, reads a failed container's log without them).
+  sofar(callback) {
+    setTimeout(() => {
+      const parts = this.parts.slice();
+      for (const s of this.streams) {
+        if (s.partial && s.partial.length && !this.truncated) {
+          parts.push(JSON.stringify(`${isoNow(this.base)} ${s.name}: ${s.partial.toString('utf8').replace(JAVA_TRIM, '')}`));
+        }
+      }
+      if (this.truncated) parts.push(JSON.stringify(`${isoNow(this.base)} stderr: ${truncatedMessage(this.limit)}`));
+      callback([parts.join(','), this.truncated]);
+    }, SOFAR_WAIT_MS);
+  }
+
   seal(failure) {
     if (this.truncated) this.parts.push(JSON.stringify(`${isoNow(this.base)} stderr: ${truncatedMessage(this.limit)}`));
     if (failure) this.parts.push(JSON.stringify(`${isoNow(this.base)} stderr: ${failure}`));
@@ -248,7 +331,7 @@ class LogCollector {
 
 // --- server: HTTP on the Unix socket, and the action -------------------------------------------------------
 
-function server(nonce, channel) {
+function server(nonce, channel, doorOpened) {
   const fs = require('fs');
   const http = require('http');
   const socketPath = process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET;
@@ -309,34 +392,18 @@ function server(nonce, channel) {
         });
     });
   });
-  // The side door answers /logs outside the queue: after a timeout the invoker asks it for what the action
-  // printed while /init or /run is still pending (an action waiting on a Promise or a timer; one that spins
-  // blocks this event loop, and its logs are lost with its container).
-  const side = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      const path = req.url.split('?')[0];
-      const answer =
-        path !== '/logs'
-          ? Promise.resolve([404, errorBody(`no such endpoint: ${req.url}`)])
-          : req.method !== 'POST'
-            ? Promise.resolve([405, errorBody(`${req.method} is not allowed on ${req.url}`)])
-            : fetchLogs();
-      answer.then(([status, payload]) => {
-        res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) });
-        res.end(payload);
-      });
-    });
-  });
   // The invoker keeps one connection per container for as long as the container lives.
-  for (const s of [srv, side]) {
-    s.keepAliveTimeout = 0;
-    s.requestTimeout = 0;
-    s.headersTimeout = 0;
-    s.timeout = 0;
-  }
-  // The side door first: the main socket's appearance means both are there.
-  listenAt(side, `${socketPath}.logs`, () => listenAt(srv, socketPath, () => {}));
+  noTimeouts(srv);
+  // After the side door (singleProcess; the launcher opens it before it starts this process): the invoker locks
+  // the socket directory once this socket appears.
+  Promise.resolve(doorOpened).then(() => listenAt(srv, socketPath, () => {}));
+}
+
+function noTimeouts(srv) {
+  srv.keepAliveTimeout = 0;
+  srv.requestTimeout = 0;
+  srv.headersTimeout = 0;
+  srv.timeout = 0;
 }
 
 // Bind and listen under a temporary name, then rename: the socket appears only once it accepts.

@@ -16,7 +16,8 @@ Start
     These are removed from the environment the action sees.
     Ready = the socket path exists. It is bound and listening under a temporary name, made mode 0666 and then
     renamed into place, so a connect() to an existing path never meets a socket that is not listening yet.
-    The side door `<socket>.logs` is in place before the socket is (see POST /logs).
+    The side door `<socket>.logs` (see POST /logs) is in place before the socket is: the invoker makes the
+    directory read-only for the action once the socket appears.
     SIGTERM ends the proxy at once. The proxy never closes an idle connection.
 
 HTTP
@@ -71,8 +72,10 @@ POST /logs   → 200 {"logs": [lines], "truncated": bool}, then the buffer is cl
     "<time> stderr: Logs were truncated because the total bytes size exceeds the limit of N bytes."
     The same request is answered on the side door, the socket `<socket>.logs`, while /init or /run is still
     running: there the invoker collects what an action printed before it timed out (its container is then
-    destroyed). Python serves it from a thread of its own, so even an action that never yields is answered;
-    Node.js from its event loop, so only while the action is waiting (a Promise, a timer), not while it spins.
+    destroyed). It is served outside the thread that runs the action (Python: a thread of its own; Node.js:
+    the collector's worker thread, or the launcher process), so an action that spins is answered too. Python
+    seals the lines with the sentinel round trip; Node.js takes what reached the collector within 30 ms.
+    A process that dies takes its lines with it (in launcher form, the launcher follows its child at once).
 """
 
 from __future__ import annotations

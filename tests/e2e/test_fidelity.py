@@ -109,6 +109,40 @@ async def test_a_process_that_dies_loses_its_lines_but_the_record_warns(squall: 
     assert logs[-1] == WARNING
 
 
+async def node_failure(
+    squall: Squall, name: str, code: str, timeout_ms: int = 60_000
+) -> tuple[dict, list[str]]:
+    await squall.put(name, {"kind": "nodejs:18", "code": code}, limits={"timeout": timeout_ms})
+    r = await squall.invoke(name)
+    assert r.status_code == 502, r.text
+    assert r.json()["response"]["status"] == "action developer error" and r.json()["logs"] == []
+    return r.json(), texts((await squall.record(r.json()["activationId"])).logs)
+
+
+async def test_node_actions_that_spin_past_their_timeout_keep_their_lines(squall: Squall) -> None:
+    """In the manner of OpenWhisk's loggingTimeout.js (a busy loop that logs) and initforever.js."""
+    code = (
+        "function main() {\n  let last = 0;\n  for (;;) {\n    const now = Date.now();\n"
+        "    if (now - last > 200) { console.log('still busy'); last = now; }\n  }\n}\n"
+    )
+    answer, logs = await node_failure(squall, "node-spin", code, timeout_ms=1000)
+    assert answer["response"]["result"] == {
+        "error": "The action exceeded its time limits of 1000 milliseconds."
+    }
+    assert 2 <= logs.count("stdout: still busy") <= 6 and logs[-1] == WARNING
+    code = "console.log('loading');\nwhile (true) {}\nfunction main() { return {}; }\n"
+    answer, logs = await node_failure(squall, "node-init-forever", code, timeout_ms=1000)
+    assert "during initialization" in answer["response"]["result"]["error"]
+    assert logs == ["stdout: loading", WARNING]
+
+
+async def test_a_node_action_exiting_in_init_is_an_abnormal_initialization(squall: Squall) -> None:
+    """OpenWhisk's initexit.js: `process.exit(1)` while the code loads."""
+    answer, logs = await node_failure(squall, "node-init-exit", "process.exit(1);\n")
+    assert answer["response"]["result"] == {"error": "The action did not initialize and exited unexpectedly."}
+    assert logs[-1] == WARNING
+
+
 async def test_a_node_action_waiting_past_its_timeout_keeps_its_lines(squall: Squall) -> None:
     code = "function main() { console.log('waiting'); return new Promise(() => {}); }"
     await squall.put("node-wait", {"kind": "nodejs:18", "code": code}, limits={"timeout": 1000})

@@ -431,8 +431,18 @@ function main() {
 """
 
 
-def test_the_side_door_answers_logs_while_a_run_waits(proxy: ProxyProcess) -> None:
-    assert proxy.init(STUCK_IN_RUN)[0] == 200
+SPINNING_IN_RUN = """
+function main() {
+  console.log('before');
+  console.error('err');
+  while (true) {}
+}
+"""
+
+
+@pytest.mark.parametrize("code", [STUCK_IN_RUN, SPINNING_IN_RUN], ids=["waiting", "spinning"])
+def test_the_side_door_answers_logs_while_a_run_is_stuck(proxy: ProxyProcess, code: str) -> None:
+    assert proxy.init(code)[0] == 200
 
     def call() -> None:
         with contextlib.suppress(OSError):  # never answered: the socket closes at teardown
