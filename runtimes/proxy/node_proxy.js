@@ -24,6 +24,8 @@ const MAX_LINE = 16 * 1024; // docker's split size for a line without a newline
 const LOG_WAIT_MS = 10000; // the sentinels come back within milliseconds; this only bounds a broken reader
 const JAVA_TRIM = /^[\x00-\x20]+|[\x00-\x20]+$/g; // Scala's String.trim, which OpenWhisk applies to log lines
 const SOFAR_WAIT_MS = 30; // for the side door: lets the output already written reach the collector
+const HANDOVER_MS = 2000; // how long an action's process.exit() waits for the invoker to take its lines
+const realExit = process.exit.bind(process); // the proxy's own exits, never delayed by the hand-over
 const LOG_FAILURE = 'There was an issue while collecting your logs. Data might be missing.';
 
 function truncatedMessage(limit) {
@@ -47,9 +49,13 @@ function launcher() {
   const env = Object.assign({}, process.env, { [ROLE]: 'server', [NONCE]: nonce });
   const limit = parseLimit(process.env.SQUALL_LOG_LIMIT_BYTES, DEFAULT_LOG_LIMIT);
   let logs = null;
+  let ended = null; // the child's exit code once it is gone: the launcher follows once its lines were taken
   // The side door before the server's socket (the invoker locks the directory once that appears), served here:
-  // this process outlives a server that spins.
-  const door = sideDoor((reply) => (logs ? logs.sofar(reply) : reply(['', false])));
+  // this process outlives a server that spins or exits.
+  const door = sideDoor(
+    (reply) => (logs ? logs.sofar(reply) : reply(['', false])),
+    () => ended !== null && realExit(ended),
+  );
   listenAt(door, `${process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET}.logs`, () => {
     // Node.js options given to the launcher (e.g. --max-old-space-size) are meant for the action: pass them on.
     const child = spawn(process.execPath, [...process.execArgv, __filename], {
@@ -62,10 +68,13 @@ function launcher() {
       send: (msg) => child.connected && child.send(msg),
       onMessage: (handler) => child.on('message', handler),
     });
-    child.on('exit', (code) => process.exit(code === null ? 1 : code));
+    child.on('exit', (code) => {
+      ended = code === null ? 1 : code;
+      setTimeout(() => realExit(ended), HANDOVER_MS);
+    });
     const stop = () => {
       child.kill('SIGKILL');
-      process.exit(0);
+      realExit(0);
     };
     process.on('SIGTERM', stop); // as PID 1, SIGTERM is ignored without a handler
     process.on('SIGINT', stop);
@@ -76,13 +85,14 @@ function singleProcess(fifos) {
   const { Worker } = require('worker_threads');
   const nonce = makeNonce();
   const limit = parseLimit(process.env.SQUALL_LOG_LIMIT_BYTES, DEFAULT_LOG_LIMIT);
-  const worker = new Worker(__filename, { workerData: { fifos: fifos.split(':'), limit, nonce } });
+  const served = new Int32Array(new SharedArrayBuffer(4)); // set by the worker once the side door answered
+  const worker = new Worker(__filename, { workerData: { fifos: fifos.split(':'), limit, nonce, served } });
   worker.on('error', (error) => {
     process._rawDebug(`squall proxy: the log collector failed: ${error && error.stack ? error.stack : error}`);
-    process.exit(70);
+    realExit(70);
   });
-  worker.on('exit', () => process.exit(70));
-  process.on('SIGTERM', () => process.exit(0)); // as PID 1, SIGTERM is ignored without a handler
+  worker.on('exit', () => realExit(70));
+  process.on('SIGTERM', () => realExit(0)); // as PID 1, SIGTERM is ignored without a handler
   // The side door is bound here, before the server's socket (the invoker locks the directory once that appears;
   // waiting for the worker instead would delay every cold start by its boot), and its listening descriptor is
   // shared with the worker, which accepts on it too: while this thread spins in the action, the worker answers.
@@ -106,7 +116,12 @@ function singleProcess(fifos) {
       resolve();
     });
   });
-  server(nonce, { send: (msg) => worker.postMessage(msg), onMessage: (handler) => worker.on('message', handler) }, opened);
+  server(
+    nonce,
+    { send: (msg) => worker.postMessage(msg), onMessage: (handler) => worker.on('message', handler) },
+    opened,
+    (ms) => Atomics.wait(served, 0, 0, ms),
+  );
 }
 
 // The worker thread of singleProcess: the FIFOs are read through the thread's own event loop, which keeps
@@ -122,8 +137,12 @@ function fifoCollector(data) {
   const logs = new LogCollector(data.limit, data.nonce, sources);
   const channel = { send: (msg) => parentPort.postMessage(msg), onMessage: (handler) => parentPort.on('message', handler) };
   collect(logs, channel);
+  const served = () => {
+    Atomics.store(data.served, 0, 1);
+    Atomics.notify(data.served, 0);
+  };
   channel.onMessage((msg) => {
-    if (msg && msg.op === 'door') sideDoor((reply) => logs.sofar(reply)).listen({ fd: msg.fd });
+    if (msg && msg.op === 'door') sideDoor((reply) => logs.sofar(reply), served).listen({ fd: msg.fd });
   });
 }
 
@@ -146,7 +165,7 @@ function collect(logs, channel) {
 // that runs the action. After a timeout the invoker asks it for what the action printed, even while the action
 // spins (OpenWhisk's loggingTimeout.js and initforever.js) and the server can answer nothing. Plain `net` and a
 // minimal HTTP/1.1 reading: `http` would cost the collector's start a few milliseconds of CPU.
-function sideDoor(sofar) {
+function sideDoor(sofar, served = () => {}) {
   const net = require('net');
   return net.createServer((conn) => {
     let buf = Buffer.alloc(0);
@@ -165,6 +184,7 @@ function sideDoor(sofar) {
           conn.write(
             `HTTP/1.1 ${status} ${status === 200 ? 'OK' : 'Error'}\r\nContent-Type: application/json\r\n` +
               `Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`,
+            () => status === 200 && served(),
           );
         if (String(target).split('?')[0] !== '/logs') reply(404, errorBody(`no such endpoint: ${target}`));
         else if (method !== 'POST') reply(405, errorBody(`${method} is not allowed on ${target}`));
@@ -331,7 +351,7 @@ class LogCollector {
 
 // --- server: HTTP on the Unix socket, and the action -------------------------------------------------------
 
-function server(nonce, channel, doorOpened) {
+function server(nonce, channel, doorOpened, awaitHandOver = () => {}) {
   const fs = require('fs');
   const http = require('http');
   const socketPath = process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET;
@@ -394,6 +414,24 @@ function server(nonce, channel, doorOpened) {
   });
   // The invoker keeps one connection per container for as long as the container lives.
   noTimeouts(srv);
+  // An action's process.exit() (OpenWhisk's initexit.js) would take the lines it printed with it: first the
+  // invoker is told the action ended (its connection closes now), then the exit waits until the side door has
+  // answered (singleProcess: the worker serves it while this thread waits; the launcher waits by itself).
+  const conns = new Set();
+  srv.on('connection', (socket) => {
+    conns.add(socket);
+    socket.on('close', () => conns.delete(socket));
+  });
+  let handingOver = false;
+  process.exit = function exit(code) {
+    if (!handingOver) {
+      handingOver = true;
+      for (const socket of conns) socket.destroy();
+      awaitHandOver(HANDOVER_MS);
+    }
+    return realExit(code);
+  };
+
   // After the side door (singleProcess; the launcher opens it before it starts this process): the invoker locks
   // the socket directory once this socket appears.
   Promise.resolve(doorOpened).then(() => listenAt(srv, socketPath, () => {}));
@@ -650,7 +688,7 @@ const threads = require('worker_threads');
 if (!threads.isMainThread) {
   fifoCollector(threads.workerData);
 } else if (process.env[ROLE] === 'server') {
-  process.on('disconnect', () => process.exit(1)); // the launcher is gone
+  process.on('disconnect', () => realExit(1)); // the launcher is gone
   server(process.env[NONCE], { send: (msg) => process.send(msg), onMessage: (handler) => process.on('message', handler) });
 } else if (process.env[FIFOS]) {
   singleProcess(process.env[FIFOS]);

@@ -136,11 +136,22 @@ async def test_node_actions_that_spin_past_their_timeout_keep_their_lines(squall
     assert logs == ["stdout: loading", WARNING]
 
 
-async def test_a_node_action_exiting_in_init_is_an_abnormal_initialization(squall: Squall) -> None:
-    """OpenWhisk's initexit.js: `process.exit(1)` while the code loads."""
-    answer, logs = await node_failure(squall, "node-init-exit", "process.exit(1);\n")
+async def test_node_actions_calling_process_exit_keep_their_lines(squall: Squall) -> None:
+    """OpenWhisk's initexit.js (`process.exit(1)` while the code loads), with lines printed first; and in main."""
+    code = "console.log('loading');\nprocess.exit(1);\nfunction main() { return {}; }\n"
+    answer, logs = await node_failure(squall, "node-init-exit", code)
     assert answer["response"]["result"] == {"error": "The action did not initialize and exited unexpectedly."}
-    assert logs[-1] == WARNING
+    assert logs == ["stdout: loading", WARNING]
+    code = (
+        "function main() {\n  console.log('running');\n  console.error('giving up');\n  process.exit(2);\n}\n"
+    )
+    started = time.monotonic()
+    answer, logs = await node_failure(squall, "node-run-exit", code)
+    assert time.monotonic() - started < 10
+    assert answer["response"]["result"] == {
+        "error": "The action did not produce a valid response and exited unexpectedly."
+    }
+    assert logs == ["stdout: running", "stderr: giving up", WARNING]
 
 
 async def test_a_node_action_waiting_past_its_timeout_keeps_its_lines(squall: Squall) -> None:

@@ -455,3 +455,28 @@ def test_the_side_door_answers_logs_while_a_run_is_stuck(proxy: ProxyProcess, co
         ("stdout", "before"),
         ("stderr", "err"),
     ]
+
+
+EXITING = {
+    "run": "function main() {\n  console.log('about to exit');\n  console.error('bye');\n  process.exit(3);\n}\n",
+    "init": "console.log('about to exit');\nconsole.error('bye');\nprocess.exit(3);\n",
+}
+
+
+@pytest.mark.parametrize("where", ["run", "init"])
+def test_process_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
+    proxy: ProxyProcess, where: str
+) -> None:
+    """OpenWhisk's initexit.js: the invoker sees the action end at once, and its lines are still there."""
+    if where == "run":
+        assert proxy.init(EXITING["run"])[0] == 200
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):  # the connection closes instead of answering
+        proxy.run() if where == "run" else proxy.init(EXITING["init"])
+    assert time.monotonic() - started < 1.5
+    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "about to exit"),
+        ("stderr", "bye"),
+    ]
+    assert proxy.process.wait(5) == 3
