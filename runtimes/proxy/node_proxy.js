@@ -431,6 +431,13 @@ function server(nonce, channel, doorOpened, awaitHandOver = () => {}) {
     }
     return realExit(code);
   };
+  // An exception nothing catches (thrown in a timer or a callback, or a rejection nobody handles) ends the process,
+  // as in OpenWhisk's runtime; its report goes to the action's stderr like Node.js's own, and the lines go with
+  // the hand-over above.
+  process.on('uncaughtException', (error) => {
+    writeErr(`${error && error.stack ? error.stack : `Uncaught ${String(error)}`}\n`);
+    process.exit(1);
+  });
 
   // After the side door (singleProcess; the launcher opens it before it starts this process): the invoker locks
   // the socket directory once this socket appears.

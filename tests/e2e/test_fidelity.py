@@ -154,6 +154,18 @@ async def test_node_actions_calling_process_exit_keep_their_lines(squall: Squall
     assert logs == ["stdout: running", "stderr: giving up", WARNING]
 
 
+async def test_a_node_exception_nothing_catches_keeps_the_lines_and_its_report(squall: Squall) -> None:
+    code = (
+        "function main() {\n  console.log('started');\n"
+        "  setTimeout(() => { throw new Error('late failure'); }, 10);\n  return new Promise(() => {});\n}\n"
+    )
+    answer, logs = await node_failure(squall, "node-uncaught", code)
+    assert answer["response"]["result"] == {
+        "error": "The action did not produce a valid response and exited unexpectedly."
+    }
+    assert logs[:2] == ["stdout: started", "stderr: Error: late failure"] and logs[-1] == WARNING
+
+
 async def test_a_node_action_waiting_past_its_timeout_keeps_its_lines(squall: Squall) -> None:
     code = "function main() { console.log('waiting'); return new Promise(() => {}); }"
     await squall.put("node-wait", {"kind": "nodejs:18", "code": code}, limits={"timeout": 1000})

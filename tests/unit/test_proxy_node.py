@@ -480,3 +480,16 @@ def test_process_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
         ("stderr", "bye"),
     ]
     assert proxy.process.wait(5) == 3
+
+
+def test_an_uncaught_exception_ends_the_process_with_its_report_in_the_lines(proxy: ProxyProcess) -> None:
+    code = (
+        "function main() {\n  console.log('started');\n"
+        "  setTimeout(() => { throw new Error('late failure'); }, 10);\n  return new Promise(() => {});\n}\n"
+    )
+    assert proxy.init(code)[0] == 200
+    with pytest.raises(ConnectionError):
+        proxy.run()
+    lines = [LOG_LINE.match(line).groups() for line in side_door_logs(proxy, probe=False)["logs"]]  # type: ignore[union-attr]
+    assert lines[:2] == [("stdout", "started"), ("stderr", "Error: late failure")]
+    assert proxy.process.wait(5) == 1
