@@ -103,6 +103,7 @@ DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
 SENTINEL = b"XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 MAX_LINE = 16 * 1024  # docker's split size for a line without a newline
 LOG_WAIT_S = 10.0  # the sentinels come back within milliseconds; this only bounds a broken pipe reader
+HANDOVER_S = 2.0  # how long an action's os._exit() waits for the invoker to take its lines
 MAX_HEAD = 64 * 1024
 MAX_BODY = 256 * 1024 * 1024
 JAVA_TRIM = "".join(map(chr, range(33)))  # Scala's String.trim, which OpenWhisk applies to each log line
@@ -615,6 +616,12 @@ class Server:
         self.conns[conn.fileno()] = (conn, bytearray())
         self.epoll.register(conn.fileno(), select.EPOLLIN)
 
+    def disconnect(self) -> None:
+        """End every connection now (from any thread): their peers see the end at once."""
+        for conn, _ in list(self.conns.values()):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def _close(self, fd: int) -> None:
         conn, _ = self.conns.pop(fd)
         self.epoll.unregister(fd)
@@ -657,7 +664,25 @@ class Server:
             return 500, error_body(f"proxy error: {exc!r}")
 
 
-def serve_side_door(listener: socket.socket, proxy: Proxy) -> None:
+class HandOver:
+    """`os._exit` for the action: the process would take the lines it printed with it, so the invoker is first told
+    that the action ended (its connections close), and the exit waits until the side door has answered."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.served = threading.Event()
+        self.pid = os.getpid()
+        self.real_exit = os._exit
+
+    def exit(self, code: int) -> None:
+        if os.getpid() == self.pid:  # not in a child the action forked: that one just ends
+            flush_std()
+            self.server.disconnect()
+            self.served.wait(HANDOVER_S)
+        self.real_exit(code)
+
+
+def serve_side_door(listener: socket.socket, proxy: Proxy, served: threading.Event) -> None:
     """POST /logs on the side door, one connection at a time, in this thread: the main thread may be stuck in
     the action for good (a timeout), and its output until then is exactly what the invoker wants."""
     while True:
@@ -689,6 +714,8 @@ def serve_side_door(listener: socket.socket, proxy: Proxy) -> None:
                     respond(conn, status, payload, request.keep_alive)
                 except OSError:
                     break
+                if status == 200:
+                    served.set()
                 if not request.keep_alive:
                     break
 
@@ -712,7 +739,8 @@ def main() -> None:
         del sys.path[0]  # the action must not import the proxy's directory by accident
     socket_path = os.environ.pop("SQUALL_PROXY_SOCKET", DEFAULT_SOCKET)
     limit = parse_limit(os.environ.pop("SQUALL_LOG_LIMIT_BYTES", ""), DEFAULT_LOG_LIMIT)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # as PID 1, SIGTERM is ignored without a handler
+    real_exit = os._exit
+    signal.signal(signal.SIGTERM, lambda *_: real_exit(0))  # as PID 1, SIGTERM is ignored without a handler
     side_door = listen(socket_path + SIDE_DOOR)  # first: the main socket's appearance means both are there
     listener = listen(socket_path)
     logs = LogCollector(limit)
@@ -723,10 +751,16 @@ def main() -> None:
         reconfigure(line_buffering=True)
     logs.start()
     proxy = Proxy(logs, os.getcwd())
+    server = Server(listener, proxy, diagnostics)
+    hand_over = HandOver(server)
+    os._exit = hand_over.exit  # the action's own: its lines are handed over first
     threading.Thread(
-        target=serve_side_door, args=(side_door, proxy), name="squall-side-door", daemon=True
+        target=serve_side_door,
+        args=(side_door, proxy, hand_over.served),
+        name="squall-side-door",
+        daemon=True,
     ).start()
-    Server(listener, proxy, diagnostics).serve_forever()
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -99,14 +99,18 @@ async def test_an_exception_at_init_warns_and_one_in_main_is_the_actions_own_err
     assert WARNING not in logs
 
 
-async def test_a_process_that_dies_loses_its_lines_but_the_record_warns(squall: Squall) -> None:
-    """A known gap (README, Compatibility): the proxy that held the lines dies with the action's process."""
+async def test_os_exit_keeps_the_lines_and_warns(squall: Squall) -> None:
+    """The process itself ends (no SystemExit to catch): the proxy hands the lines over before it goes."""
     code = "import os\ndef main(a):\n    print('about to die')\n    os._exit(1)\n"
     answer, logs = await failed_record(squall, "die", code)
     assert answer["response"]["result"] == {
         "error": "The action did not produce a valid response and exited unexpectedly."
     }
-    assert logs[-1] == WARNING
+    assert logs == ["stdout: about to die", WARNING]
+    code = "import os\nprint('loading')\nos._exit(1)\ndef main(a):\n    return a\n"
+    answer, logs = await failed_record(squall, "die-init", code)
+    assert answer["response"]["result"] == {"error": "The action did not initialize and exited unexpectedly."}
+    assert logs == ["stdout: loading", WARNING]
 
 
 async def node_failure(

@@ -834,6 +834,38 @@ def main(a):
 """
 
 
+DYING = {
+    "run": "import os, sys\ndef main(a):\n    print('about to die')\n    print('bye', file=sys.stderr)\n    os._exit(3)\n",
+    "init": "import os, sys\nprint('about to die')\nprint('bye', file=sys.stderr)\nos._exit(3)\n",
+}
+
+
+@pytest.mark.parametrize("where", ["run", "init"])
+def test_os_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
+    proxy: ProxyProcess, where: str
+) -> None:
+    if where == "run":
+        assert proxy.init(DYING["run"])[0] == 200
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):  # the connection ends instead of answering
+        proxy.run() if where == "run" else proxy.init(DYING["init"])
+    assert time.monotonic() - started < 1.5
+    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "about to die"),
+        ("stderr", "bye"),
+    ]
+    assert proxy.process.wait(5) == 3
+
+
+def test_os_exit_in_a_forked_child_ends_only_the_child(proxy: ProxyProcess) -> None:
+    code = "import os\ndef main(a):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    return {'ok': True}\n"
+    assert proxy.init(code)[0] == 200
+    started = time.monotonic()
+    assert proxy.run() == (200, {"ok": True})
+    assert time.monotonic() - started < 1
+
+
 @pytest.mark.parametrize("where", ["run", "init"])
 def test_the_side_door_answers_logs_while_the_action_is_stuck(proxy: ProxyProcess, where: str) -> None:
     if where == "run":
