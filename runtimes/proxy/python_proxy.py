@@ -75,7 +75,10 @@ POST /logs   → 200 {"logs": [lines], "truncated": bool}, then the buffer is cl
     destroyed). It is served outside the thread that runs the action (Python: a thread of its own; Node.js:
     the collector's worker thread, or the launcher process), so an action that spins is answered too. Python
     seals the lines with the sentinel round trip; Node.js takes what reached the collector within 30 ms.
-    A process that dies takes its lines with it (in launcher form, the launcher follows its child at once).
+    An action that ends its process (Python `os._exit`, Node.js `process.exit` or an uncaught exception, which
+    prints its stack to stderr and exits with 1) first ends the proxy's connections, so the invoker learns at
+    once, and then waits up to 2 s for the side door to have answered (in launcher form, the launcher outlives
+    its child that long). A process killed by a signal takes its current lines with it.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time in a proxy that must be ready fast
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
 DEFAULT_SOCKET = "/run/squall/proxy.sock"
 SIDE_DOOR = ".logs"  # suffix of the socket that answers POST /logs while the action runs
@@ -674,12 +677,12 @@ class HandOver:
         self.pid = os.getpid()
         self.real_exit = os._exit
 
-    def exit(self, code: int) -> None:
+    def exit(self, status: int) -> NoReturn:
         if os.getpid() == self.pid:  # not in a child the action forked: that one just ends
             flush_std()
             self.server.disconnect()
             self.served.wait(HANDOVER_S)
-        self.real_exit(code)
+        self.real_exit(status)
 
 
 def serve_side_door(listener: socket.socket, proxy: Proxy, served: threading.Event) -> None:
