@@ -69,4 +69,3 @@ def query_int(request: Request, name: str, default: int | None = None) -> int | 
         return int(raw)
     except ValueError:
         raise BadRequest(f"The query parameter '{name}' must be an integer, not '{raw}'.") from None
-

@@ -13,7 +13,7 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 
-from broker import codec
+from broker import codec, large_records
 from broker.activations import Activation
 from broker.bus import JetStreamBus
 from broker.entity_cache import EntityCache
@@ -79,7 +79,9 @@ class InvokeGateway:
     async def _on_record(self, msg: Msg) -> None:
         fut = self._waiting.get(msg.subject.rpartition(".")[2])
         if fut is not None and not fut.done():
-            fut.set_result(msg.data)
+            data = await large_records.with_result(self.bus, msg.data, msg.headers)
+            if not fut.done():  # the wait may have ended while a large record was read
+                fut.set_result(data)
 
     async def invoke(
         self,

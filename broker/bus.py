@@ -225,7 +225,9 @@ class JetStreamBus:
         return self._kv[bucket]
 
     async def provision_object_store(self, spec: ObjectStoreSpec) -> None:
-        config = api.ObjectStoreConfig(storage=api.StorageType.FILE, replicas=spec.replicas)
+        config = api.ObjectStoreConfig(
+            storage=api.StorageType.FILE, replicas=spec.replicas, ttl=spec.max_age_s, max_bytes=spec.max_bytes
+        )
         self._objects[spec.name] = await self._create_or_bind(
             f"object store {spec.name}",
             self.js.create_object_store(spec.name, config),
@@ -392,10 +394,12 @@ class JetStreamBus:
         except Exception as exc:
             raise translate(exc, f"subscribing to {subject}") from None
 
-    async def send(self, subject: str, payload: bytes, reply: str = "") -> None:
+    async def send(
+        self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         """A plain NATS message, not stored: a pull request, or a record for the API request waiting on it."""
         try:
-            await self.nc.publish(subject, payload, reply=reply)
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
         except Exception as exc:
             raise translate(exc, f"sending to {subject}") from None
 

@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     activation_retention_days: int = 7
     # JetStream retention for the event-history streams.
     stream_max_age_days: int = 7
+    # Activation records too large for one NATS message (a log flood up to the 10 MB limit) wait in a
+    # JetStream object store until the recorder has them: its bound on the server's disk.
+    large_records_max_mb: int = 4096
 
     # The embedded nats-server's JetStream fsync policy: "" = nats-server's default (every 2 minutes;
     # acknowledged messages survive a crash of the process, not a power cut), "always" = before every

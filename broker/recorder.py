@@ -6,6 +6,7 @@ from types import TracebackType
 
 import msgspec
 
+from broker import large_records
 from broker.activation_store import ActivationStore
 from broker.activations import Activation
 from broker.bus import JetStreamBus
@@ -22,7 +23,9 @@ class ActivationRecorder:
     """A batch handler on the recorder's durable consumer: one `insert_many` per batch, then the acks.
 
     Acking only after the write means a crash redelivers instead of losing; the unique index on `activationId`
-    makes the redelivered records no-ops.
+    makes the redelivered records no-ops. A stub of a record too large for one message (broker/large_records.py)
+    is replaced by the whole record from the object store, one at a time: a batch of them would otherwise hold
+    up to 256 records of 10 MB of logs each in memory.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class ActivationRecorder:
         drain_timeout_s: float | None = None,
         ack_wait_s: float | None = None,
     ) -> None:
+        self.bus = bus
         self.store = store
         spec = topology(bus.settings).consumer(RECORDER)
         if ack_wait_s is not None:
@@ -63,4 +67,10 @@ class ActivationRecorder:
         await self._worker.__aexit__(exc_type, exc, tb)
 
     async def _record(self, batch: list[Delivery[Activation]]) -> None:
-        await self.store.insert_many([delivery.value for delivery in batch])
+        large = [d for d in batch if d.header(large_records.OBJECT_HEADER)]
+        await self.store.insert_many([d.value for d in batch if not d.header(large_records.OBJECT_HEADER)])
+        for delivery in large:
+            name = delivery.header(large_records.OBJECT_HEADER)
+            await self.store.insert(await large_records.load(self.bus, delivery.msg.data, name))
+        for delivery in large:  # only once MongoDB has them: a crash before this redelivers, and loads again
+            await large_records.forget(self.bus, delivery.header(large_records.OBJECT_HEADER) or "")

@@ -22,6 +22,8 @@ NAMESPACES_BUCKET = "squall_namespaces"
 AUTHKEYS_BUCKET = "squall_authkeys"
 # JetStream object store for entity bodies too large for one KV value (action code up to 48 MB).
 BLOBS_BUCKET = "squall_blobs"
+# JetStream object store for activation records too large for one NATS message (broker/large_records.py).
+LARGE_RECORDS_BUCKET = "squall_large_records"
 
 # MongoDB collections.
 ACTIVATIONS_COLLECTION = "activations"

@@ -57,6 +57,8 @@ class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
+    max_age_s: float | None = None
+    max_bytes: int | None = None  # full: a put fails (JetStream's discard-new for object stores)
     replicas: int = 1
 
 
@@ -133,7 +135,18 @@ def topology(settings: Settings) -> Topology:
             BucketSpec(name=subjects.AUTHKEYS_BUCKET, replicas=replicas),
             BucketSpec(name=INVOKERS_BUCKET, ttl_s=INVOKERS_FORGET_AFTER_S, replicas=replicas),
         ),
-        object_stores=(ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),),
+        object_stores=(
+            ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),
+            # Records too large for one message, until the recorder has them in MongoDB (it then deletes
+            # them): they live no longer than the stubs on ACTIVATIONS that point at them, and a backlog of
+            # them cannot take more than its bound of the server's disk.
+            ObjectStoreSpec(
+                name=subjects.LARGE_RECORDS_BUCKET,
+                max_age_s=history_age,
+                max_bytes=settings.large_records_max_mb * 1024 * 1024,
+                replicas=replicas,
+            ),
+        ),
         consumers=(
             ConsumerSpec(
                 stream=subjects.ACTIVATIONS_STREAM,

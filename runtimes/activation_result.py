@@ -28,13 +28,14 @@ MEMORY_EXHAUSTED: Final = "The action exhausted its memory and was aborted."
 ACTION_REMOVED: Final = "Action could not be found or may have been deleted."
 ACTION_FETCH_ERROR: Final = "Action could not be fetched."
 RESOURCE_PROVISION_ERROR: Final = "Failed to provision resources to run the action."
+# Messages.logWarningDeveloperError: OpenWhisk ends the logs of every developer error with it, because it stops
+# waiting for the log sentinels of a container that failed and so cannot know it has every line.
+DEVELOPER_ERROR_WARNING: Final = (
+    "The action did not initialize or run as expected. Log data might be missing."
+)
 
 ERROR_FIELD: Final = "error"
 SEQUENCE_KIND: Final = "sequence"
-
-# The part of an oversized result quoted back in the error. OpenWhisk quotes up to its truncation limit;
-# Squall keeps a shorter prefix so the record stays well inside a NATS message (see the module's tests).
-TRUNCATED_PREFIX_BYTES: Final = 16 * 1024
 
 
 def invalid_init_response(body: str) -> str:
@@ -113,7 +114,9 @@ def run_response(outcome: RunOutcome, result_limit: int = RESULT_MAX_BYTES) -> A
         return error_response(DEVELOPER_ERROR, ABNORMAL_RUN)
     body = outcome.body
     if len(body) > result_limit:
-        prefix = body[:TRUNCATED_PREFIX_BYTES].decode("utf-8", errors="ignore")
+        # OpenWhisk quotes the reply up to the limit (its container client reads no further); the record may
+        # then pass one NATS message, which broker/large_records.py carries.
+        prefix = body[:result_limit].decode("utf-8", errors="ignore")
         return error_response(
             APPLICATION_ERROR, truncated_response(prefix, len(body), result_limit), len(body)
         )
@@ -153,13 +156,15 @@ def log_time(epoch_ms: int) -> str:
     return f"{stamp}Z".ljust(30)
 
 
-def final_logs(outcome: RunOutcome, limit_bytes: int) -> list[str]:
-    """The run's log lines, ending with OpenWhisk's truncation notice when the limit cut them."""
-    if not outcome.logs_truncated:
-        return list(outcome.logs)
-    if outcome.logs and TRUNCATION_MARK in outcome.logs[-1]:
-        return list(outcome.logs)  # the pool said it already
-    return [*outcome.logs, f"{log_time(outcome.end)} stderr: {logs_truncated(limit_bytes)}"]
+def final_logs(outcome: RunOutcome, limit_bytes: int, developer_error: bool = False) -> list[str]:
+    """The run's log lines, ending with OpenWhisk's truncation notice when the limit cut them, and then with its
+    warning when the run was a developer error (a failed init, a crash, a timeout, an invalid response)."""
+    logs = list(outcome.logs)
+    if outcome.logs_truncated and not (logs and TRUNCATION_MARK in logs[-1]):  # unless the pool said it
+        logs.append(f"{log_time(outcome.end)} stderr: {logs_truncated(limit_bytes)}")
+    if developer_error:
+        logs.append(f"{log_time(outcome.end)} stderr: {DEVELOPER_ERROR_WARNING}")
+    return logs
 
 
 def limits_value(limits: ActionLimits) -> Any:
@@ -206,7 +211,7 @@ def action_record(
         duration=max(0, outcome.end - outcome.start),
         cause=invocation.cause,
         response=response,
-        logs=final_logs(outcome, limits.logs * MB),
+        logs=final_logs(outcome, limits.logs * MB, response.status == DEVELOPER_ERROR),
         version=action.version,
         publish=False,
         annotations=annotations,
@@ -266,22 +271,3 @@ def internal_error(invocation: Invocation, *, name: str, path: str, message: str
 def has_error(response: ActivationResponse) -> bool:
     """What stops a sequence: a result object carrying `error` (every non-success response has one)."""
     return isinstance(response.result, dict) and ERROR_FIELD in response.result
-
-
-def fit(record: Activation, max_bytes: int) -> Activation:
-    """A record small enough for one NATS message: log lines are dropped from the end, and a notice says so.
-
-    Only a log flood near the 10 MB log limit on a server with a smaller message limit needs this.
-    """
-    overhead = len(msgspec.json.encode(msgspec.structs.replace(record, logs=[]))) + 512
-    budget = max(0, max_bytes - overhead)
-    kept: list[str] = []
-    used = 0
-    for line in record.logs:
-        size = len(line.encode()) + 3  # quotes and comma
-        if used + size > budget:
-            break
-        kept.append(line)
-        used += size
-    notice = f"{log_time(record.end or record.start)} stderr: {logs_truncated(budget)}"
-    return msgspec.structs.replace(record, logs=[*kept, notice])

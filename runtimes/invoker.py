@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from broker import codec, subjects
+from broker import codec, large_records, subjects
 from broker.action_refs import ResolvedAction
 from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
 from broker.bus import JetStreamBus
@@ -422,15 +422,19 @@ class InvokerAgent:
         )
 
     async def _publish(self, record: Activation, result_to: str | None = None) -> None:
-        """Store the record on ACTIVATIONS (msg id = activation id); tell a waiting API as soon as it is sent."""
-        payload = self.bus.encode(record, shrink=results.fit)
+        """Store the record on ACTIVATIONS (msg id = activation id); tell a waiting API as soon as it is sent.
+        A record too large for one message goes to the object store first, and both get its stub."""
+        message = await large_records.prepare(self.bus, record)
         root = record.namespace
         ack = await self.bus.publish_async(
-            subjects.activation_subject(root, entity_path(record)), payload, msg_id=record.activationId
+            subjects.activation_subject(root, entity_path(record)),
+            message.payload,
+            msg_id=record.activationId,
+            headers=message.headers,
         )
         if result_to:
             with contextlib.suppress(Exception):
-                await self.bus.send(result_to, payload)
+                await self.bus.send(result_to, message.payload, headers=message.headers)
         await ack
 
 

@@ -42,6 +42,7 @@ from runtimes.uds_http import NoReply, UdsConnection
 log = logging.getLogger(__name__)
 
 LOG_LIMIT_ENV = "SQUALL_LOG_LIMIT_BYTES"  # the proxy reads the log limit from the /init env
+SIDE_DOOR = ".logs"  # the proxy's second socket, answering /logs while the action runs (proxy contract)
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,8 +211,9 @@ class ContainerPool:
             try:
                 outcome = await self._run_in(entry, request, wait_ms)
             except _Failed as failed:
+                outcome = await self._last_logs(entry, failed.outcome)
                 self._discard(entry)
-                return failed.outcome
+                return outcome
             except BaseException:
                 self._discard(entry)
                 raise
@@ -309,13 +311,36 @@ class ContainerPool:
             return [], False
         return logs.logs, logs.truncated
 
+    async def _last_logs(self, entry: _Entry, outcome: RunOutcome) -> RunOutcome:
+        """A timed-out run's logs until then, from the proxy's side door (it answers while /init or /run is
+        still running), before the container is destroyed. After a broken reply (e.g. one past max_reply_mb)
+        the proxy still answers too; a process that died took its lines with it (the door is refused)."""
+        if not (outcome.timed_out or outcome.crashed) or entry.container is None:
+            return outcome
+        try:
+            door = await asyncio.wait_for(
+                UdsConnection.open(entry.container.socket_path + SIDE_DOOR, max_body=self._max_body),
+                self.config.logs_timeout_s,
+            )
+        except (OSError, TimeoutError):
+            return outcome
+        try:
+            logs, truncated = await self._logs(door)
+        finally:
+            door.abort()
+        return msgspec.structs.replace(outcome, logs=logs, logs_truncated=truncated)
+
     async def _start(self, entry: _Entry) -> None:
         entry.container = await self.backend.start(
             entry.family, entry.memory_mb, entry.uid, network=entry.network
         )
         entry.conn = await self.backend.connect(
-            entry.container, self.config.ready_timeout_s, max_body=self.config.max_reply_mb * 1024 * 1024
+            entry.container, self.config.ready_timeout_s, max_body=self._max_body
         )
+
+    @property
+    def _max_body(self) -> int:
+        return self.config.max_reply_mb * 1024 * 1024
 
     # --- scheduling -----------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Identity, credentials_of
+from api.blocking_answer import blocking_body
 from api.body import query_bool, read_bytes
 from api.context import JSON, authenticated, state
 from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
@@ -181,10 +182,7 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     headers = {ACTIVATION_ID_HEADER: aid}
     if record is None:
         return JSON(ActivationIdBody(activationId=aid), 202, headers=headers)
-    body: Any = record.response.result if result_only else record
-    if result_only and body is None:
-        body = {}
-    return JSON(body, http_status(record), headers=headers)
+    return JSON(blocking_body(record, result_only), http_status(record), headers=headers)
 
 
 routes = [invoke_action]

@@ -23,6 +23,9 @@ const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX';
 const MAX_LINE = 16 * 1024; // docker's split size for a line without a newline
 const LOG_WAIT_MS = 10000; // the sentinels come back within milliseconds; this only bounds a broken reader
 const JAVA_TRIM = /^[\x00-\x20]+|[\x00-\x20]+$/g; // Scala's String.trim, which OpenWhisk applies to log lines
+const SOFAR_WAIT_MS = 30; // for the side door: lets the output already written reach the collector
+const HANDOVER_MS = 2000; // how long an action's process.exit() waits for the invoker to take its lines
+const realExit = process.exit.bind(process); // the proxy's own exits, never delayed by the hand-over
 const LOG_FAILURE = 'There was an issue while collecting your logs. Data might be missing.';
 
 function truncatedMessage(limit) {
@@ -44,38 +47,81 @@ function launcher() {
   const { spawn } = require('child_process');
   const nonce = makeNonce();
   const env = Object.assign({}, process.env, { [ROLE]: 'server', [NONCE]: nonce });
-  // Node.js options given to the launcher (e.g. --max-old-space-size) are meant for the action: pass them on.
-  const child = spawn(process.execPath, [...process.execArgv, __filename], {
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env,
-    serialization: 'json', // 'advanced' costs ~100 µs more per small message
-  });
   const limit = parseLimit(process.env.SQUALL_LOG_LIMIT_BYTES, DEFAULT_LOG_LIMIT);
-  collect(new LogCollector(limit, nonce, [child.stdout, child.stderr]), {
-    send: (msg) => child.connected && child.send(msg),
-    onMessage: (handler) => child.on('message', handler),
+  let logs = null;
+  let ended = null; // the child's exit code once it is gone: the launcher follows once its lines were taken
+  // The side door before the server's socket (the invoker locks the directory once that appears), served here:
+  // this process outlives a server that spins or exits.
+  const door = sideDoor(
+    (reply) => (logs ? logs.sofar(reply) : reply(['', false])),
+    () => ended !== null && realExit(ended),
+  );
+  listenAt(door, `${process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET}.logs`, () => {
+    // Node.js options given to the launcher (e.g. --max-old-space-size) are meant for the action: pass them on.
+    const child = spawn(process.execPath, [...process.execArgv, __filename], {
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env,
+      serialization: 'json', // 'advanced' costs ~100 µs more per small message
+    });
+    logs = new LogCollector(limit, nonce, [child.stdout, child.stderr]);
+    collect(logs, {
+      send: (msg) => child.connected && child.send(msg),
+      onMessage: (handler) => child.on('message', handler),
+    });
+    child.on('exit', (code) => {
+      ended = code === null ? 1 : code;
+      setTimeout(() => realExit(ended), HANDOVER_MS);
+    });
+    const stop = () => {
+      child.kill('SIGKILL');
+      realExit(0);
+    };
+    process.on('SIGTERM', stop); // as PID 1, SIGTERM is ignored without a handler
+    process.on('SIGINT', stop);
   });
-  child.on('exit', (code) => process.exit(code === null ? 1 : code));
-  const stop = () => {
-    child.kill('SIGKILL');
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop); // as PID 1, SIGTERM is ignored without a handler
-  process.on('SIGINT', stop);
 }
 
 function singleProcess(fifos) {
   const { Worker } = require('worker_threads');
   const nonce = makeNonce();
   const limit = parseLimit(process.env.SQUALL_LOG_LIMIT_BYTES, DEFAULT_LOG_LIMIT);
-  const worker = new Worker(__filename, { workerData: { fifos: fifos.split(':'), limit, nonce } });
+  const served = new Int32Array(new SharedArrayBuffer(4)); // set by the worker once the side door answered
+  const worker = new Worker(__filename, { workerData: { fifos: fifos.split(':'), limit, nonce, served } });
   worker.on('error', (error) => {
     process._rawDebug(`squall proxy: the log collector failed: ${error && error.stack ? error.stack : error}`);
-    process.exit(70);
+    realExit(70);
   });
-  worker.on('exit', () => process.exit(70));
-  process.on('SIGTERM', () => process.exit(0)); // as PID 1, SIGTERM is ignored without a handler
-  server(nonce, { send: (msg) => worker.postMessage(msg), onMessage: (handler) => worker.on('message', handler) });
+  worker.on('exit', () => realExit(70));
+  process.on('SIGTERM', () => realExit(0)); // as PID 1, SIGTERM is ignored without a handler
+  // The side door is bound here, before the server's socket (the invoker locks the directory once that appears;
+  // waiting for the worker instead would delay every cold start by its boot), and its listening descriptor is
+  // shared with the worker, which accepts on it too: while this thread spins in the action, the worker answers.
+  const asked = new Map();
+  let asks = 0;
+  const door = sideDoor((reply) => {
+    asks += 1;
+    asked.set(asks, reply);
+    worker.postMessage({ op: 'sofar', id: asks });
+  });
+  worker.on('message', (msg) => {
+    const reply = msg && msg.op === 'sofar' && asked.get(msg.id);
+    if (reply) {
+      asked.delete(msg.id);
+      reply([msg.frag, msg.truncated]);
+    }
+  });
+  const opened = new Promise((resolve) => {
+    listenAt(door, `${process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET}.logs`, () => {
+      worker.postMessage({ op: 'door', fd: door._handle.fd });
+      resolve();
+    });
+  });
+  server(
+    nonce,
+    { send: (msg) => worker.postMessage(msg), onMessage: (handler) => worker.on('message', handler) },
+    opened,
+    (ms) => Atomics.wait(served, 0, 0, ms),
+  );
 }
 
 // The worker thread of singleProcess: the FIFOs are read through the thread's own event loop, which keeps
@@ -88,13 +134,20 @@ function fifoCollector(data) {
     const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     return new net.Socket({ fd, readable: true, writable: false });
   });
-  collect(new LogCollector(data.limit, data.nonce, sources), {
-    send: (msg) => parentPort.postMessage(msg),
-    onMessage: (handler) => parentPort.on('message', handler),
+  const logs = new LogCollector(data.limit, data.nonce, sources);
+  const channel = { send: (msg) => parentPort.postMessage(msg), onMessage: (handler) => parentPort.on('message', handler) };
+  collect(logs, channel);
+  const served = () => {
+    Atomics.store(data.served, 0, 1);
+    Atomics.notify(data.served, 0);
+  };
+  channel.onMessage((msg) => {
+    if (msg && msg.op === 'door') sideDoor((reply) => logs.sofar(reply), served).listen({ fd: msg.fd });
   });
 }
 
-// The collector's side of the channel: {op: 'limit', bytes} and {op: 'logs', epoch} → {op: 'logs', epoch, ...}.
+// The collector's side of the channel: {op: 'limit', bytes}, {op: 'logs', epoch} → {op: 'logs', epoch, ...} and
+// {op: 'sofar', id} → {op: 'sofar', id, frag, truncated}.
 function collect(logs, channel) {
   logs.streams.forEach((s, i) => s.source.on('data', (chunk) => logs.feed(i, chunk)));
   channel.onMessage((msg) => {
@@ -102,7 +155,42 @@ function collect(logs, channel) {
       logs.limit = msg.bytes;
     } else if (msg && msg.op === 'logs') {
       logs.request(msg.epoch, (frag, truncated) => channel.send({ op: 'logs', epoch: msg.epoch, frag, truncated }));
+    } else if (msg && msg.op === 'sofar') {
+      logs.sofar(([frag, truncated]) => channel.send({ op: 'sofar', id: msg.id, frag, truncated }));
     }
+  });
+}
+
+// The side door: POST /logs, answered with the current activation's lines so far (`sofar`), outside the thread
+// that runs the action. After a timeout the invoker asks it for what the action printed, even while the action
+// spins (OpenWhisk's loggingTimeout.js and initforever.js) and the server can answer nothing. Plain `net` and a
+// minimal HTTP/1.1 reading: `http` would cost the collector's start a few milliseconds of CPU.
+function sideDoor(sofar, served = () => {}) {
+  const net = require('net');
+  return net.createServer((conn) => {
+    let buf = Buffer.alloc(0);
+    conn.on('error', () => conn.destroy());
+    conn.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.toString('latin1', 0, end).split('\r\n');
+        const [method, target] = head[0].split(' ');
+        const length = Number((head.find((h) => /^content-length:/i.test(h)) || ':0').split(':')[1]) || 0;
+        if (buf.length < end + 4 + length) return;
+        buf = buf.subarray(end + 4 + length);
+        const reply = (status, payload) =>
+          conn.write(
+            `HTTP/1.1 ${status} ${status === 200 ? 'OK' : 'Error'}\r\nContent-Type: application/json\r\n` +
+              `Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`,
+            () => status === 200 && served(),
+          );
+        if (String(target).split('?')[0] !== '/logs') reply(404, errorBody(`no such endpoint: ${target}`));
+        else if (method !== 'POST') reply(405, errorBody(`${method} is not allowed on ${target}`));
+        else sofar(([frag, truncated]) => reply(200, `{"logs":[${frag}],"truncated":${truncated}}`));
+      }
+    });
   });
 }
 
@@ -219,6 +307,21 @@ class LogCollector {
     }
   }
 
+  // The current activation's lines so far, once the output already in the pipes is read: the action may be stuck
+  // for good, so no sentinel is awaited (OpenWhisk, too, reads a failed container's log without them).
+  sofar(callback) {
+    setTimeout(() => {
+      const parts = this.parts.slice();
+      for (const s of this.streams) {
+        if (s.partial && s.partial.length && !this.truncated) {
+          parts.push(JSON.stringify(`${isoNow(this.base)} ${s.name}: ${s.partial.toString('utf8').replace(JAVA_TRIM, '')}`));
+        }
+      }
+      if (this.truncated) parts.push(JSON.stringify(`${isoNow(this.base)} stderr: ${truncatedMessage(this.limit)}`));
+      callback([parts.join(','), this.truncated]);
+    }, SOFAR_WAIT_MS);
+  }
+
   seal(failure) {
     if (this.truncated) this.parts.push(JSON.stringify(`${isoNow(this.base)} stderr: ${truncatedMessage(this.limit)}`));
     if (failure) this.parts.push(JSON.stringify(`${isoNow(this.base)} stderr: ${failure}`));
@@ -248,7 +351,7 @@ class LogCollector {
 
 // --- server: HTTP on the Unix socket, and the action -------------------------------------------------------
 
-function server(nonce, channel) {
+function server(nonce, channel, doorOpened, awaitHandOver = () => {}) {
   const fs = require('fs');
   const http = require('http');
   const socketPath = process.env.SQUALL_PROXY_SOCKET || DEFAULT_SOCKET;
@@ -310,12 +413,47 @@ function server(nonce, channel) {
     });
   });
   // The invoker keeps one connection per container for as long as the container lives.
+  noTimeouts(srv);
+  // An action's process.exit() (OpenWhisk's initexit.js) would take the lines it printed with it: first the
+  // invoker is told the action ended (its connection closes now), then the exit waits until the side door has
+  // answered (singleProcess: the worker serves it while this thread waits; the launcher waits by itself).
+  const conns = new Set();
+  srv.on('connection', (socket) => {
+    conns.add(socket);
+    socket.on('close', () => conns.delete(socket));
+  });
+  let handingOver = false;
+  process.exit = function exit(code) {
+    if (!handingOver) {
+      handingOver = true;
+      for (const socket of conns) socket.destroy();
+      awaitHandOver(HANDOVER_MS);
+    }
+    return realExit(code);
+  };
+  // An exception nothing catches (thrown in a timer or a callback, or a rejection nobody handles) ends the process,
+  // as in OpenWhisk's runtime; its report goes to the action's stderr like Node.js's own, and the lines go with
+  // the hand-over above.
+  process.on('uncaughtException', (error) => {
+    writeErr(`${error && error.stack ? error.stack : `Uncaught ${String(error)}`}\n`);
+    process.exit(1);
+  });
+
+  // After the side door (singleProcess; the launcher opens it before it starts this process): the invoker locks
+  // the socket directory once this socket appears.
+  Promise.resolve(doorOpened).then(() => listenAt(srv, socketPath, () => {}));
+}
+
+function noTimeouts(srv) {
   srv.keepAliveTimeout = 0;
   srv.requestTimeout = 0;
   srv.headersTimeout = 0;
   srv.timeout = 0;
+}
 
-  // Bind and listen under a temporary name, then rename: the socket appears only once it accepts.
+// Bind and listen under a temporary name, then rename: the socket appears only once it accepts.
+function listenAt(srv, socketPath, then) {
+  const fs = require('fs');
   const temporary = `${socketPath}.${process.pid}.tmp`;
   try {
     fs.unlinkSync(temporary);
@@ -325,6 +463,7 @@ function server(nonce, channel) {
   srv.listen(temporary, () => {
     fs.chmodSync(temporary, 0o666);
     fs.renameSync(temporary, socketPath);
+    then();
   });
 }
 
@@ -556,7 +695,7 @@ const threads = require('worker_threads');
 if (!threads.isMainThread) {
   fifoCollector(threads.workerData);
 } else if (process.env[ROLE] === 'server') {
-  process.on('disconnect', () => process.exit(1)); // the launcher is gone
+  process.on('disconnect', () => realExit(1)); // the launcher is gone
   server(process.env[NONCE], { send: (msg) => process.send(msg), onMessage: (handler) => process.on('message', handler) });
 } else if (process.env[FIFOS]) {
   singleProcess(process.env[FIFOS]);

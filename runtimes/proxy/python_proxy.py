@@ -16,6 +16,8 @@ Start
     These are removed from the environment the action sees.
     Ready = the socket path exists. It is bound and listening under a temporary name, made mode 0666 and then
     renamed into place, so a connect() to an existing path never meets a socket that is not listening yet.
+    The side door `<socket>.logs` (see POST /logs) is in place before the socket is: the invoker makes the
+    directory read-only for the action once the socket appears.
     SIGTERM ends the proxy at once. The proxy never closes an idle connection.
 
 HTTP
@@ -68,6 +70,15 @@ POST /logs   → 200 {"logs": [lines], "truncated": bool}, then the buffer is cl
     2026-11-27T03:18:13.123456789Z> stdout: <line, trimmed>"; longer lines are cut every 16 KiB. Each line weighs its JSON-encoded size + 1 byte; the first line past the limit
     and everything after it until the end of the activation are read and dropped, and the last line is then
     "<time> stderr: Logs were truncated because the total bytes size exceeds the limit of N bytes."
+    The same request is answered on the side door, the socket `<socket>.logs`, while /init or /run is still
+    running: there the invoker collects what an action printed before it timed out (its container is then
+    destroyed). It is served outside the thread that runs the action (Python: a thread of its own; Node.js:
+    the collector's worker thread, or the launcher process), so an action that spins is answered too. Python
+    seals the lines with the sentinel round trip; Node.js takes what reached the collector within 30 ms.
+    An action that ends its process (Python `os._exit`, Node.js `process.exit` or an uncaught exception, which
+    prints its stack to stderr and exits with 1) first ends the proxy's connections, so the invoker learns at
+    once, and then waits up to 2 s for the side door to have answered (in launcher form, the launcher outlives
+    its child that long). A process killed by a signal takes its current lines with it.
 """
 
 from __future__ import annotations
@@ -87,13 +98,15 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time in a proxy that must be ready fast
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
 DEFAULT_SOCKET = "/run/squall/proxy.sock"
+SIDE_DOOR = ".logs"  # suffix of the socket that answers POST /logs while the action runs
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
 SENTINEL = b"XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 MAX_LINE = 16 * 1024  # docker's split size for a line without a newline
 LOG_WAIT_S = 10.0  # the sentinels come back within milliseconds; this only bounds a broken pipe reader
+HANDOVER_S = 2.0  # how long an action's os._exit() waits for the invoker to take its lines
 MAX_HEAD = 64 * 1024
 MAX_BODY = 256 * 1024 * 1024
 JAVA_TRIM = "".join(map(chr, range(33)))  # Scala's String.trim, which OpenWhisk applies to each log line
@@ -606,6 +619,12 @@ class Server:
         self.conns[conn.fileno()] = (conn, bytearray())
         self.epoll.register(conn.fileno(), select.EPOLLIN)
 
+    def disconnect(self) -> None:
+        """End every connection now (from any thread): their peers see the end at once."""
+        for conn, _ in list(self.conns.values()):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def _close(self, fd: int) -> None:
         conn, _ = self.conns.pop(fd)
         self.epoll.unregister(fd)
@@ -648,6 +667,62 @@ class Server:
             return 500, error_body(f"proxy error: {exc!r}")
 
 
+class HandOver:
+    """`os._exit` for the action: the process would take the lines it printed with it, so the invoker is first told
+    that the action ended (its connections close), and the exit waits until the side door has answered."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.served = threading.Event()
+        self.pid = os.getpid()
+        self.real_exit = os._exit
+
+    def exit(self, status: int) -> NoReturn:
+        if os.getpid() == self.pid:  # not in a child the action forked: that one just ends
+            flush_std()
+            self.server.disconnect()
+            self.served.wait(HANDOVER_S)
+        self.real_exit(status)
+
+
+def serve_side_door(listener: socket.socket, proxy: Proxy, served: threading.Event) -> None:
+    """POST /logs on the side door, one connection at a time, in this thread: the main thread may be stuck in
+    the action for good (a timeout), and its output until then is exactly what the invoker wants."""
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            buf = bytearray()
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                buf += data
+                request, used = parse_request(buf)
+                if request is None:
+                    continue
+                if isinstance(request, int):
+                    respond(conn, request, error_body(REASONS[request].decode()), False)
+                    break
+                del buf[:used]
+                if request.target.partition("?")[0] != "/logs":
+                    status, payload = 404, error_body(f"no such endpoint: {request.target}")
+                elif request.method != "POST":
+                    status, payload = 405, error_body(f"{request.method} is not allowed on {request.target}")
+                else:
+                    status, payload = proxy.fetch_logs(request.body)
+                try:
+                    respond(conn, status, payload, request.keep_alive)
+                except OSError:
+                    break
+                if status == 200:
+                    served.set()
+                if not request.keep_alive:
+                    break
+
+
 def listen(path: str) -> socket.socket:
     """Bind and listen under a temporary name, then rename: the socket appears only once it accepts."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -667,7 +742,9 @@ def main() -> None:
         del sys.path[0]  # the action must not import the proxy's directory by accident
     socket_path = os.environ.pop("SQUALL_PROXY_SOCKET", DEFAULT_SOCKET)
     limit = parse_limit(os.environ.pop("SQUALL_LOG_LIMIT_BYTES", ""), DEFAULT_LOG_LIMIT)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # as PID 1, SIGTERM is ignored without a handler
+    real_exit = os._exit
+    signal.signal(signal.SIGTERM, lambda *_: real_exit(0))  # as PID 1, SIGTERM is ignored without a handler
+    side_door = listen(socket_path + SIDE_DOOR)  # first: the main socket's appearance means both are there
     listener = listen(socket_path)
     logs = LogCollector(limit)
     diagnostics = os.dup(2)
@@ -676,7 +753,17 @@ def main() -> None:
     if reconfigure is not None:  # each print reaches the pipe at once, so its log line gets its own time
         reconfigure(line_buffering=True)
     logs.start()
-    Server(listener, Proxy(logs, os.getcwd()), diagnostics).serve_forever()
+    proxy = Proxy(logs, os.getcwd())
+    server = Server(listener, proxy, diagnostics)
+    hand_over = HandOver(server)
+    os._exit = hand_over.exit  # the action's own: its lines are handed over first
+    threading.Thread(
+        target=serve_side_door,
+        args=(side_door, proxy, hand_over.served),
+        name="squall-side-door",
+        daemon=True,
+    ).start()
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ def test_an_oversized_result_is_an_application_error_quoting_its_start() -> None
         f"The action produced a response that exceeded the allowed length: {len(big)} > 1048576 bytes. "
         'The truncated response was: {"x": "yyy'
     )
-    assert len(message) < 20_000  # the record must still fit a NATS message
+    quoted = message.partition("The truncated response was: ")[2]
+    assert quoted == big[: 1024 * 1024].decode()  # up to the limit, as OpenWhisk's container client reads it
     assert rec.response.size == len(big)
 
 
@@ -243,18 +244,43 @@ def test_truncated_logs_end_with_openwhisk_notice_once() -> None:
     assert again.logs == rec.logs
 
 
+WARNING = "stderr: The action did not initialize or run as expected. Log data might be missing."
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"timed_out": True, "status": None, "body": b""},
+        {"timed_out": True, "timed_out_in_init": True, "cold": True, "status": None, "body": b""},
+        {"cold": True, "init_status": 502, "init_body": b'{"error": "x"}', "status": None, "body": b""},
+        {"cold": True, "crashed": True, "init_ms": None, "status": None, "body": b""},
+        {"crashed": True, "status": None, "body": b""},
+        {"status": 400, "body": b'{"error": "command exited"}'},
+        {"status": 502, "body": b'{"error": "The action did not return a dictionary or array."}'},
+    ],
+)
+def test_every_developer_error_keeps_its_lines_and_ends_with_openwhisks_warning(
+    fields: dict[str, Any],
+) -> None:
+    printed = [f"{ar.log_time(T0)} stdout: before the failure"]
+    rec = record(logs=printed, **fields)
+    assert rec.response.status == DEVELOPER_ERROR
+    assert rec.logs[:-1] == printed
+    assert rec.logs[-1] == f"{ar.log_time(T0 + 12)} {WARNING}"
+
+
+def test_the_warning_follows_the_truncation_notice_and_only_developer_errors_get_it() -> None:
+    cut = record(logs=["a"], logs_truncated=True, timed_out=True, status=None, body=b"")
+    assert [line[31:] for line in cut.logs[1:]] == [
+        "stderr: Logs were truncated because the total bytes size exceeds the limit of 1048576 bytes.",
+        WARNING,
+    ]
+    assert record(logs=["a"]).logs == ["a"]
+    assert record(logs=["a"], body=b'{"error": "nope"}').logs == ["a"]  # an application error
+
+
 def test_log_time_is_iso_utc_padded_to_30() -> None:
     assert ar.log_time(T0) == "2023-11-14T22:13:20.000000Z".ljust(30)
-
-
-def test_fit_drops_log_lines_to_stay_under_a_message_size() -> None:
-    lines = [f"2024-01-01T00:00:00.000000Z      stdout: {'x' * 1000}" for _ in range(2000)]
-    big = record(logs=lines)
-    fitted = ar.fit(big, 1024 * 1024)
-    assert len(codec.encode(fitted)) <= 1024 * 1024
-    assert 500 < len(fitted.logs) < 2000
-    assert fitted.logs[:-1] == lines[: len(fitted.logs) - 1]
-    assert "Logs were truncated" in fitted.logs[-1]
 
 
 # -- records of invocations that never ran -------------------------------------------------------------------

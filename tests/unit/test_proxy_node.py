@@ -4,11 +4,13 @@ semantics for /init and /run, per-activation logs with their limit, and its warm
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import signal
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from runtimes.proxy import proxy_dir
 from tests.unit.test_proxy_python import (
+    LOG_LINE,
     RUN_KEYS,
     ProxyClient,
     ProxyProcess,
@@ -24,6 +27,7 @@ from tests.unit.test_proxy_python import (
     echo_floor_us,
     make_zip,
     measure_warm_runs,
+    side_door_logs,
     wait_for,
 )
 
@@ -86,7 +90,7 @@ def test_socket_appears_listening_and_the_environment_is_clean(proxy: ProxyProce
     st_mode = os.stat(proxy.socket_path).st_mode
     assert stat.S_ISSOCK(st_mode)
     assert stat.S_IMODE(st_mode) == 0o666
-    assert sorted(os.listdir(proxy.dir)) == ["proxy.sock", "tmp"]
+    assert sorted(os.listdir(proxy.dir)) == ["proxy.sock", "proxy.sock.logs", "tmp"]
     assert proxy.init("function main() { return { env: Object.keys(process.env) }; }") == (200, {"ok": True})
     status, result = proxy.run()
     assert status == 200
@@ -414,3 +418,78 @@ def test_warm_round_trip_over_the_socket(proxy: ProxyProcess, mode: str) -> None
         f"(raw Unix-socket echo: p50 {floor50:.0f} µs, p99 {floor99:.0f} µs)"
     )
     assert p50 < 1500
+
+
+# --- the side door: logs of an action that never comes back ---------------------------------------------------
+
+STUCK_IN_RUN = """
+function main() {
+  console.log('before');
+  console.error('err');
+  return new Promise(() => {});
+}
+"""
+
+
+SPINNING_IN_RUN = """
+function main() {
+  console.log('before');
+  console.error('err');
+  while (true) {}
+}
+"""
+
+
+@pytest.mark.parametrize("code", [STUCK_IN_RUN, SPINNING_IN_RUN], ids=["waiting", "spinning"])
+def test_the_side_door_answers_logs_while_a_run_is_stuck(proxy: ProxyProcess, code: str) -> None:
+    assert proxy.init(code)[0] == 200
+
+    def call() -> None:
+        with contextlib.suppress(OSError):  # never answered: the socket closes at teardown
+            proxy.run()
+
+    threading.Thread(target=call, daemon=True).start()
+    time.sleep(0.5)
+    body = side_door_logs(proxy)
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "before"),
+        ("stderr", "err"),
+    ]
+
+
+EXITING = {
+    "run": "function main() {\n  console.log('about to exit');\n  console.error('bye');\n  process.exit(3);\n}\n",
+    "init": "console.log('about to exit');\nconsole.error('bye');\nprocess.exit(3);\n",
+}
+
+
+@pytest.mark.parametrize("where", ["run", "init"])
+def test_process_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
+    proxy: ProxyProcess, where: str
+) -> None:
+    """OpenWhisk's initexit.js: the invoker sees the action end at once, and its lines are still there."""
+    if where == "run":
+        assert proxy.init(EXITING["run"])[0] == 200
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):  # the connection closes instead of answering
+        proxy.run() if where == "run" else proxy.init(EXITING["init"])
+    assert time.monotonic() - started < 1.5
+    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "about to exit"),
+        ("stderr", "bye"),
+    ]
+    assert proxy.process.wait(5) == 3
+
+
+def test_an_uncaught_exception_ends_the_process_with_its_report_in_the_lines(proxy: ProxyProcess) -> None:
+    code = (
+        "function main() {\n  console.log('started');\n"
+        "  setTimeout(() => { throw new Error('late failure'); }, 10);\n  return new Promise(() => {});\n}\n"
+    )
+    assert proxy.init(code)[0] == 200
+    with pytest.raises(ConnectionError):
+        proxy.run()
+    lines = [LOG_LINE.match(line).groups() for line in side_door_logs(proxy, probe=False)["logs"]]  # type: ignore[union-attr]
+    assert lines[:2] == [("stdout", "started"), ("stderr", "Error: late failure")]
+    assert proxy.process.wait(5) == 1

@@ -4,6 +4,7 @@ semantics, per-activation logs with their limit, and its warm round trip."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -266,7 +267,8 @@ def test_socket_appears_listening_world_writable_and_alone(proxy: ProxyProcess) 
     mode = os.stat(proxy.socket_path).st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o666
-    assert sorted(os.listdir(proxy.dir)) == ["proxy.sock", "tmp"]  # the temporary name is gone
+    # The temporary names are gone; the side door answers /logs while an action runs.
+    assert sorted(os.listdir(proxy.dir)) == ["proxy.sock", "proxy.sock.logs", "tmp"]
     assert proxy.init("import os\ndef main(a):\n    return {'env': sorted(os.environ)}") == (
         200,
         {"ok": True},
@@ -796,3 +798,88 @@ def test_install_refuses_a_place_the_owner_cannot_traverse(tmp_path: Path) -> No
     os.chmod(tmp_path, 0o755)
     with pytest.raises(Unavailable, match=r"uid 12345 cannot traverse .*closed"):
         install_proxies(closed / "proxies", *OWNER)
+
+
+# --- the side door: logs of an action that never comes back ---------------------------------------------------
+
+
+def side_door_logs(proxy: ProxyProcess, probe: bool = True) -> dict[str, Any]:
+    """The side door's answer; with `probe`, also its answers to what it does not serve."""
+    door = ProxyClient(proxy.socket_path + ".logs", timeout_s=15)
+    try:
+        status, body = door.post("/logs", {})
+        if probe:
+            assert door.request("/run", b"{}")[0] == 404
+            assert door.request("/logs", b"", method="GET")[0] == 405
+    finally:
+        door.close()
+    assert status == 200
+    return body  # type: ignore[no-any-return]
+
+
+STUCK_IN_RUN = """
+import sys, time
+def main(a):
+    print('before', flush=True)
+    print('err', file=sys.stderr)
+    time.sleep(60)
+"""
+STUCK_IN_INIT = """
+import sys, time
+print('before', flush=True)
+print('err', file=sys.stderr)
+time.sleep(60)
+def main(a):
+    return a
+"""
+
+
+DYING = {
+    "run": "import os, sys\ndef main(a):\n    print('about to die')\n    print('bye', file=sys.stderr)\n    os._exit(3)\n",
+    "init": "import os, sys\nprint('about to die')\nprint('bye', file=sys.stderr)\nos._exit(3)\n",
+}
+
+
+@pytest.mark.parametrize("where", ["run", "init"])
+def test_os_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
+    proxy: ProxyProcess, where: str
+) -> None:
+    if where == "run":
+        assert proxy.init(DYING["run"])[0] == 200
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):  # the connection ends instead of answering
+        proxy.run() if where == "run" else proxy.init(DYING["init"])
+    assert time.monotonic() - started < 1.5
+    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "about to die"),
+        ("stderr", "bye"),
+    ]
+    assert proxy.process.wait(5) == 3
+
+
+def test_os_exit_in_a_forked_child_ends_only_the_child(proxy: ProxyProcess) -> None:
+    code = "import os\ndef main(a):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    return {'ok': True}\n"
+    assert proxy.init(code)[0] == 200
+    started = time.monotonic()
+    assert proxy.run() == (200, {"ok": True})
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("where", ["run", "init"])
+def test_the_side_door_answers_logs_while_the_action_is_stuck(proxy: ProxyProcess, where: str) -> None:
+    if where == "run":
+        assert proxy.init(STUCK_IN_RUN)[0] == 200
+
+    def call() -> None:
+        with contextlib.suppress(OSError):  # the socket times out or closes at teardown: never answered
+            proxy.run() if where == "run" else proxy.init(STUCK_IN_INIT)
+
+    threading.Thread(target=call, daemon=True).start()
+    time.sleep(0.5)
+    body = side_door_logs(proxy)
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
+        ("stdout", "before"),
+        ("stderr", "err"),
+    ]
+    assert body["truncated"] is False
