@@ -140,14 +140,41 @@ async def test_expired_records_disappear(mongo_uri: str, mongo_db_name: str) -> 
             await store.get("guest", expired.activationId)
 
 
+async def index_keys(store: ActivationStore) -> dict[tuple[str, ...], dict[str, Any]]:
+    indexes = await store.collection.index_information()
+    return {tuple(field for field, _ in spec["key"]): spec for spec in indexes.values()}
+
+
 async def test_provision_twice_keeps_the_indexes(store: ActivationStore) -> None:
     await store.provision()
-    indexes = await store.collection.index_information()
-    by_key = {tuple(field for field, _ in spec["key"]): spec for spec in indexes.values()}
+    by_key = await index_keys(store)
     assert by_key[("activationId",)].get("unique") is True
     assert by_key[("expiresAt",)].get("expireAfterSeconds") == 0
-    assert ("namespace", "start") in by_key
-    assert ("namespace", "entityPath", "start") in by_key
+    assert ("namespace", "start", "activationId") in by_key
+    assert ("namespace", "entityPath", "start", "activationId") in by_key
+
+
+async def test_provision_drops_the_list_indexes_of_earlier_versions(
+    mongo_uri: str, mongo_db_name: str
+) -> None:
+    async with ActivationStore(mongo_uri, mongo_db_name) as store:
+        await store.collection.create_index([("namespace", 1), ("start", -1)], name="ns_start")
+        await store.collection.create_index(
+            [("namespace", 1), ("entityPath", 1), ("start", -1)], name="ns_path"
+        )
+        await store.provision()
+        by_key = await index_keys(store)
+    assert ("namespace", "start") not in by_key
+    assert ("namespace", "entityPath", "start") not in by_key
+    assert ("namespace", "start", "activationId") in by_key
+
+
+async def test_records_of_the_same_millisecond_page_in_a_stable_order(store: ActivationStore) -> None:
+    same = [record(NOW) for _ in range(9)]
+    await store.insert_many(same)
+    expected = sorted((r.activationId for r in same), reverse=True)
+    pages = [await store.list("guest", skip=skip, limit=3) for skip in (0, 3, 6)]
+    assert [r.activationId for page in pages for r in page] == expected
 
 
 async def test_batcher_coalesces_writes_and_drains_on_exit(

@@ -215,9 +215,9 @@ def test_corrupt_document_is_an_internal_error() -> None:
 
 
 def test_list_filter_bounds_are_inclusive_on_start() -> None:
-    assert list_filter("guest") == {"namespace": "guest"}
+    assert list_filter("guest") == {"namespace": {"$eq": "guest"}}
     assert list_filter("guest", name="utils/hello", since=1, upto=2) == {
-        "namespace": "guest",
-        "entityPath": "utils/hello",
+        "namespace": {"$eq": "guest"},
+        "entityPath": {"$eq": "utils/hello"},
         "start": {"$gte": 1, "$lte": 2},
     }
