@@ -25,6 +25,8 @@ BLOBS_BUCKET = "squall_blobs"
 
 # MongoDB collections.
 ACTIVATIONS_COLLECTION = "activations"
+# Small documents about the activations collection: the upkeep lease.
+ACTIVATION_META_COLLECTION = "activation_meta"
 
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")

@@ -13,6 +13,7 @@ from api.routes.invoke import InvokeGateway, attach
 from api.server import ApiServer
 from api.throttling import attach_throttles
 from broker.activation_store import ActivationStore
+from broker.activation_upkeep import ActivationUpkeep, namespace_retention
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
@@ -39,13 +40,7 @@ class Backbone:
             # Before any role serves, so that no fire can precede the consumer that will see it.
             await ensure_consumer(self.bus, self.settings)
             self.store = EntityStore(self.bus)
-            self.activations = await stack.enter_async_context(
-                ActivationStore(
-                    self.settings.mongodb_uri,
-                    self.settings.mongodb_database,
-                    self.settings.activation_retention_days,
-                )
-            )
+            self.activations = await stack.enter_async_context(ActivationStore.from_settings(self.settings))
             await self.activations.provision()
             self._stack = stack.pop_all()
         return self
@@ -87,13 +82,17 @@ async def invoker_role_for(settings: Settings, backbone: Backbone, api_url: str)
 
 @contextlib.asynccontextmanager
 async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
-    """The rule engine (trigger events → invocations) and the activation recorder (records → MongoDB)."""
+    """The rule engine (trigger events → invocations), the activation recorder (records → MongoDB) and the
+    activation upkeep (retention)."""
     async with (
         ActivationRecorder(
             backbone.bus,
             backbone.activations,
             drain_timeout_s=settings.drain_timeout_s,
             ack_wait_s=settings.broker_ack_wait_s,
+        ),
+        ActivationUpkeep(
+            backbone.activations, namespace_retention(backbone.store, settings.activation_retention_days)
         ),
         Throttles(backbone.bus, backbone.store, settings) as throttles,
         # Each rule's run counts against the namespace's invocation throttles, as OpenWhisk's does.

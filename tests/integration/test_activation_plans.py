@@ -51,10 +51,7 @@ def traced() -> Iterator[Traced]:
     collection.create_index([("activationId", 1)], unique=True)
     collection.create_index(store.BY_NAMESPACE)
     collection.create_index(store.BY_PATH)
-    docs = [
-        to_document(record(NOW + i, name=f"a{i % 5}", namespace=f"ns{i % 3}"), store.timedelta(days=7))
-        for i in range(300)
-    ]
+    docs = [to_document(record(NOW + i, name=f"a{i % 5}", namespace=f"ns{i % 3}")) for i in range(300)]
     collection.insert_many(docs)
     yield Traced(conn)
     conn.close()

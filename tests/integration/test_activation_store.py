@@ -44,7 +44,7 @@ def record(start: int, *, name: str = "hello", package: str | None = None, **ove
 
 @pytest.fixture
 async def store(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[ActivationStore]:
-    async with ActivationStore(mongo_uri, mongo_db_name, retention_days=7) as store:
+    async with ActivationStore(mongo_uri, mongo_db_name) as store:
         await store.provision()
         yield store
 
@@ -122,24 +122,6 @@ async def test_get_is_scoped_to_the_namespace(store: ActivationStore) -> None:
         await store.get("guest", "not-an-id")
 
 
-async def test_expired_records_disappear(mongo_uri: str, mongo_db_name: str) -> None:
-    async with ActivationStore(mongo_uri, mongo_db_name, retention_days=1) as store:
-        await store.provision()
-        expired = record(NOW - 2 * DAY_MS)  # start + 1 day retention is already in the past
-        kept = record(NOW)
-        assert await store.insert(expired) is True
-        assert await store.insert(kept) is True
-
-        async def swept() -> bool:
-            return await store.count("guest") == 1
-
-        # nx-27017 purges expired documents before each read; real MongoDB's TTL monitor runs every 60 s.
-        assert await eventually(swept), "the TTL index did not remove an expired record"
-        assert await store.list("guest") == [kept]
-        with pytest.raises(NotFound):
-            await store.get("guest", expired.activationId)
-
-
 async def index_keys(store: ActivationStore) -> dict[tuple[str, ...], dict[str, Any]]:
     indexes = await store.collection.index_information()
     return {tuple(field for field, _ in spec["key"]): spec for spec in indexes.values()}
@@ -149,7 +131,7 @@ async def test_provision_twice_keeps_the_indexes(store: ActivationStore) -> None
     await store.provision()
     by_key = await index_keys(store)
     assert by_key[("activationId",)].get("unique") is True
-    assert by_key[("expiresAt",)].get("expireAfterSeconds") == 0
+    assert not any("expireAfterSeconds" in spec for spec in by_key.values())
     assert ("namespace", "start", "activationId") in by_key
     assert ("namespace", "entityPath", "start", "activationId") in by_key
 
