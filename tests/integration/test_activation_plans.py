@@ -106,3 +106,26 @@ def test_a_bare_equality_would_scan(traced: Traced) -> None:
         lambda: list(traced.collection.find({"namespace": "ns1"}).sort(_NEWEST_FIRST).limit(30))
     )
     assert any(step.startswith("SCAN") for step in plan), plan
+
+
+def test_the_sweeps_queries_are_index_searches(traced: Traced) -> None:
+    # The oldest records of a namespace before a cutoff, oldest first (ActivationStore.oldest).
+    query = {"namespace": store.eq("ns1"), "start": {"$lt": NOW + 100}}
+    oldest = traced.plan_of(
+        lambda: list(
+            traced.collection.find(query, {"_id": 1, "entityPath": 1})
+            .sort([("start", 1), ("activationId", 1)])
+            .limit(500)
+        )
+    )
+    served_by_index(oldest)
+    # The next namespace after one (ActivationStore.namespaces steps through them).
+    step = traced.plan_of(
+        lambda: list(traced.collection.find({"namespace": {"$gt": "ns0"}}).sort([("namespace", 1)]).limit(1))
+    )
+    served_by_index(step)
+    # Many records by `_id` at once (what the sweep deletes by).
+    ids = [doc["_id"] for doc in traced.collection.find({}).limit(5)]
+    served_by_index(
+        traced.plan_of(lambda: list(traced.collection.find({"_id": {"$in": ids}}))), ordered=False
+    )
