@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
@@ -20,12 +21,15 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from broker.activations import Activation, entity_path, validate_activation_id
+from broker.activation_counts import BATCH, ActivationCounts, pending_deltas
+from broker.activations import Activation, entity_path, new_activation_id, validate_activation_id
 from broker.codec import decode, encode
 from broker.config import Settings
-from broker.errors import BadRequest, InternalError, NotFound, Unavailable
+from broker.errors import BadRequest, InternalError, NotFound, SquallError, Unavailable
 from broker.namespaces import now_ms
 from broker.subjects import ACTIVATION_META_COLLECTION, ACTIVATIONS_COLLECTION
+
+log = logging.getLogger("squall.activation_store")
 
 DUPLICATE_KEY = 11000
 # Fields the store adds to a record's document; never part of the record itself.
@@ -57,11 +61,19 @@ _SUPERSEDED = {("namespace", "start"), ("namespace", ENTITY_PATH, "start"), ("ex
 Document = dict[str, Any]
 
 
-def to_document(record: Activation) -> Document:
-    """The stored form: the record as JSON, its queried fields and the `name=` path."""
-    doc: Document = {field: getattr(record, field) for field in _QUERIED}
+def to_document(record: Activation, batch: str | None = None) -> Document:
+    """The stored form: the record as JSON, its queried fields and the `name=` path.
+
+    `_id` is the activation id: unique like `activationId`, and the one field nx-27017 can look many records up
+    by at once (`$in` on any other field reads every record), which settling counts and sweeping need.
+    `batch` names the write that stored the record; its count changes are settled from it.
+    """
+    doc: Document = {"_id": record.activationId}
+    doc.update((field, getattr(record, field)) for field in _QUERIED)
     doc[RECORD] = encode(record).decode()
     doc[ENTITY_PATH] = entity_path(record)
+    if batch is not None:
+        doc[BATCH] = batch
     return doc
 
 
@@ -100,6 +112,14 @@ def list_filter(
     return query
 
 
+def window_holds_all(since: int | None, upto: int | None, oldest: int | None, newest: int | None) -> bool:
+    """Whether a `since`/`upto` window contains every record whose starts run from `oldest` to `newest` (None:
+    there are none), so that its count is the maintained one."""
+    if oldest is None or newest is None:
+        return True
+    return (since is None or since <= oldest) and (upto is None or newest <= upto)
+
+
 def list_index(name: str | None) -> list[tuple[str, int]]:
     """The index that serves a list or count (as its key, a hint MongoDB accepts whatever the index's name)."""
     return BY_PATH if name else BY_NAMESPACE
@@ -136,6 +156,7 @@ class ActivationStore:
         self._timeout_ms = int(timeout_s * 1000)
         self._client: AsyncMongoClient[Document] | None = None
         self._collection: AsyncCollection[Document] | None = None
+        self._counts: ActivationCounts | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ActivationStore:
@@ -159,12 +180,13 @@ class ActivationStore:
             raise
         self._client = client
         self._collection = client[self.database][ACTIVATIONS_COLLECTION]
+        self._counts = ActivationCounts(client[self.database], self._collection)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        client, self._client, self._collection = self._client, None, None
+        client, self._client, self._collection, self._counts = self._client, None, None, None
         if client is not None:
             await client.close()
 
@@ -173,6 +195,12 @@ class ActivationStore:
         if self._collection is None:
             raise RuntimeError("ActivationStore used outside its `async with` block")
         return self._collection
+
+    @property
+    def counts(self) -> ActivationCounts:
+        if self._counts is None:
+            raise RuntimeError("ActivationStore used outside its `async with` block")
+        return self._counts
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -193,30 +221,36 @@ class ActivationStore:
             await c.create_index(BY_PATH, name="ns_path_start_id")
             for name in superseded_indexes(await c.index_information()):
                 await c.drop_index(name)
+            await self.counts.provision(BY_NAMESPACE, BY_PATH)
 
     async def insert(self, record: Activation) -> bool:
         """Store one record; False if its activationId was already stored (the first version is kept)."""
-        with self._translated():
-            try:
-                await self.collection.insert_one(to_document(record))
-            except DuplicateKeyError:
-                return False
-        return True
+        return await self.insert_many([record]) == 1
 
     async def insert_many(self, records: Iterable[Activation]) -> int:
-        """Store records in one unordered batch; already stored activationIds are skipped silently.
-
-        Returns how many were new.
-        """
-        docs = [to_document(r) for r in records]
+        """Store records in one unordered batch, and count them; already stored activationIds are skipped
+        silently and not counted again. Returns how many were new."""
+        batch = new_activation_id()
+        docs = [to_document(r, batch) for r in records]
         if not docs:
             return 0
+        named = ((d["_id"], d["namespace"], d[ENTITY_PATH], batch) for d in docs)
+        deltas = pending_deltas(batch, 1, named, now_ms())
         with self._translated():
+            await self.counts.begin(deltas)
             try:
-                result = await self.collection.insert_many(docs, ordered=False)
+                await self.collection.insert_many(docs, ordered=False)
+                failed: set[int] = set()
             except BulkWriteError as exc:
-                return _inserted_despite_duplicates(exc)
-        return len(result.inserted_ids)
+                failed = _failed_despite_duplicates(exc)
+        stored = {d["_id"] for i, d in enumerate(docs) if i not in failed}
+        try:
+            with self._translated():
+                await self.counts.settle(deltas, lambda d: len(stored.intersection(d.ids)))
+        except SquallError as exc:
+            # The records are stored: the batch succeeded. The upkeep settles its counts from the records.
+            log.warning("activation counts of a stored batch left pending: %s", exc.message)
+        return len(stored)
 
     async def get(self, namespace: str, activation_id: str) -> Activation:
         validate_activation_id(activation_id)
@@ -251,6 +285,11 @@ class ActivationStore:
     async def count(
         self, namespace: str, *, name: str | None = None, since: int | None = None, upto: int | None = None
     ) -> int:
+        """How many records a list with these filters pages through."""
+        with self._translated():
+            if await self._window_holds_all(namespace, name, since, upto):
+                return await self.counts.count(namespace, name or "")
+        # A window that cuts the records is counted on the index: as many entries as the window holds.
         query = list_filter(namespace, name=name, since=since, upto=upto)
         c = self.collection
         with self._translated():
@@ -258,6 +297,27 @@ class ActivationStore:
             # on MongoDB, and nx-27017 answers it from the index (count_documents scans every record).
             reply = await c.database.command("count", c.name, query=query, hint=dict(list_index(name)))
         return int(reply["n"])
+
+    async def _window_holds_all(
+        self, namespace: str, name: str | None, since: int | None, upto: int | None
+    ) -> bool:
+        if since is None and upto is None:
+            return True
+        query, hint = list_filter(namespace, name=name), list_index(name)
+        ends: builtins.list[int | None] = []
+        for order in (ASCENDING, DESCENDING):  # the oldest and the newest record: one index probe each
+            sort = [("start", order), ("activationId", order)]
+            doc = await self.collection.find_one(query, {"_id": 0, "start": 1}, sort=sort, hint=hint)
+            ends.append(None if doc is None else int(doc["start"]))
+        return window_holds_all(since, upto, ends[0], ends[1])
+
+    async def tend_counts(self, abandoned_before: int) -> int:
+        """The upkeep's care of the counts: settle the changes left pending since before `abandoned_before`
+        (epoch ms) from the records, then fold the settled ones into their totals. Returns how many were
+        folded."""
+        with self._translated():
+            await self.counts.settle_abandoned(abandoned_before)
+            return await self.counts.fold()
 
     # -- retention: the upkeep's sweep ---------------------------------------------------------------------
 
@@ -277,22 +337,36 @@ class ActivationStore:
 
     async def oldest(self, namespace: str, before: int, limit: int) -> builtins.list[Document]:
         """Up to `limit` of a namespace's records that started before `before` (epoch ms), oldest first, as
-        `{_id, entityPath}`."""
+        `{_id, entityPath, batch}`."""
         query = {"namespace": eq(namespace), "start": {"$lt": before}}
         sort = [("start", ASCENDING), ("activationId", ASCENDING)]
         with self._translated():
             cursor = self.collection.find(
-                query, {"_id": 1, ENTITY_PATH: 1}, sort=sort, limit=limit, hint=BY_NAMESPACE
+                query, {"_id": 1, ENTITY_PATH: 1, BATCH: 1}, sort=sort, limit=limit, hint=BY_NAMESPACE
             )
             return await cursor.to_list()
 
-    async def delete(self, ids: builtins.list[Any]) -> int:
-        """Delete records by `_id`, the one field nx-27017 matches many values of through an index (`$in` on
-        any other reads every record). Returns how many were deleted."""
-        if not ids:
+    async def delete(self, namespace: str, docs: builtins.list[Document]) -> int:
+        """Delete records of a namespace, as `oldest` returned them, and count them out. Returns how many
+        were deleted.
+
+        Deleting happens by `_id`, the one field nx-27017 matches many values of through an index (`$in` on
+        any other reads every record). The upkeep lease makes this the only deleter, which is what lets
+        counts left pending by a crash be settled from which records are gone.
+        """
+        if not docs:
             return 0
+        sweep = new_activation_id()
+        named = ((d["_id"], namespace, d.get(ENTITY_PATH, ""), d.get(BATCH)) for d in docs)
+        deltas = pending_deltas(sweep, -1, named, now_ms())
+        ids = builtins.list({d["_id"]: None for d in docs})
         with self._translated():
+            await self.counts.begin(deltas)
             result = await self.collection.delete_many({"_id": {"$in": ids}})
+            if result.deleted_count == len(ids):
+                await self.counts.settle(deltas, lambda d: d.n)  # every named record went
+            else:
+                await self.counts.settle_from_records(deltas)
         return result.deleted_count
 
     async def take_lease(self, name: str, owner: str, duration_ms: int) -> bool:
@@ -321,15 +395,15 @@ class ActivationStore:
             await meta.update_one({"_id": name, "owner": {"$eq": owner}}, {"$set": {"until": 0}})
 
 
-def _inserted_despite_duplicates(exc: BulkWriteError) -> int:
-    """How many of an unordered batch were stored, if its only failures were duplicate activationIds."""
+def _failed_despite_duplicates(exc: BulkWriteError) -> set[int]:
+    """The positions in an unordered batch that were not stored, if they failed only as duplicates."""
     details = exc.details
     others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
     concern = details.get("writeConcernErrors") or []
     if others or concern:
         first = (others or concern)[0].get("errmsg", "unknown error")
         raise InternalError(f"MongoDB rejected activation records: {first}") from None
-    return int(details.get("nInserted", 0))
+    return {int(e["index"]) for e in details.get("writeErrors", [])}
 
 
 class ActivationBatcher:

@@ -1,4 +1,4 @@
-"""Activation upkeep: one broker at a time deletes the records past their namespace's retention, in batches."""
+"""Activation upkeep, by one broker at a time: counts kept folded and settled, records past retention deleted."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ BATCH: Final = 500
 BATCHES_PER_STEP: Final = 20
 # Longer than any step takes; a broker that dies holding the lease delays the next sweep by this much.
 LEASE_S: Final = 60.0
+# A count change still pending after this long was left by a writer that died (a write batch takes well under
+# a second); it is settled from the records. Settling one whose writer is merely slow would undercount.
+ABANDONED_AFTER_MS: Final = 10 * 60 * 1000
 
 RetentionOf = Callable[[str], Awaitable[int]]
 
@@ -65,7 +68,9 @@ def namespace_retention(store: EntityStore, default_days: int) -> RetentionOf:
 
 class ActivationUpkeep:
     """`async with ActivationUpkeep(store, retention_of)`: every `every_s` seconds, whichever broker holds the
-    upkeep lease deletes the records that have outlived their namespace's retention, oldest first.
+    upkeep lease settles count changes their writers left pending, folds the settled ones into the totals (so
+    that a count reads a handful of documents), and deletes the records that have outlived their namespace's
+    retention, oldest first.
 
     Deleting by age on the `(namespace, start, …)` index costs nothing on reads, unlike a TTL index, which
     nx-27017 enforces by scanning for expired records before every query.
@@ -110,6 +115,8 @@ class ActivationUpkeep:
         """One round of upkeep, if this process holds the lease; failures are logged and retried next step."""
         try:
             if await self.store.take_lease(LEASE, self.owner, self.lease_ms):
+                # The counts first: a sweep that fails must not keep them from being folded.
+                await self.store.tend_counts(now_ms() - ABANDONED_AFTER_MS)
                 self.deleted += await self.sweep()
         except SquallError as error:
             log.warning("activation upkeep: %s; retrying in the next step", error.message)
@@ -131,7 +138,7 @@ class ActivationUpkeep:
                 if not old:
                     break
                 budget -= 1
-                deleted += await self.store.delete([doc["_id"] for doc in old])
+                deleted += await self.store.delete(namespace, old)
                 if len(old) < self.batch:
                     break
         self._resume_after = None
