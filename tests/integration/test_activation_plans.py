@@ -18,6 +18,7 @@ import pytest
 
 from broker import activation_store as store
 from broker.activation_store import RECORD, list_filter, list_index, to_document
+from broker.subjects import ACTIVATION_COUNT_DELTAS_COLLECTION, ACTIVATION_COUNTS_COLLECTION
 from tests.integration.test_activation_store import NOW, record
 
 _NEWEST_FIRST = [("start", -1), ("activationId", -1)]
@@ -32,14 +33,12 @@ class Traced:
         self.statements: list[str] = []
         conn.db.set_trace_callback(self.statements.append)
 
-    def plan_of(self, run: Any) -> list[str]:
-        """SQLite's plan (EXPLAIN QUERY PLAN details) of the last SELECT on the collection that `run` made."""
+    def plan_of(self, run: Any, table: str = "activations") -> list[str]:
+        """SQLite's plan (EXPLAIN QUERY PLAN details) of the last SELECT on `table` that `run` made."""
         self.statements.clear()
         run()
-        selects = [
-            s for s in self.statements if s.lstrip().upper().startswith("SELECT") and "activations" in s
-        ]
-        assert selects, f"no SELECT on the collection among {self.statements}"
+        selects = [s for s in self.statements if s.lstrip().upper().startswith("SELECT") and table in s]
+        assert selects, f"no SELECT on {table} among {self.statements}"
         db: sqlite3.Connection = self.conn.db
         return [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + selects[-1])]
 
@@ -129,3 +128,22 @@ def test_the_sweeps_queries_are_index_searches(traced: Traced) -> None:
     served_by_index(
         traced.plan_of(lambda: list(traced.collection.find({"_id": {"$in": ids}}))), ordered=False
     )
+
+
+def test_a_counts_reads_are_index_searches(traced: Traced) -> None:
+    # The oldest and newest record of a list, which tell whether a window holds them all.
+    for order in (1, -1):
+        for name in (None, "a1"):
+            query = list_filter("ns1", name=name)
+            sort = [("start", order), ("activationId", order)]
+            plan = traced.plan_of(lambda q=query, o=sort: list(traced.collection.find(q).sort(o).limit(1)))
+            served_by_index(plan)
+    # A key's total (by `_id`) and its deltas not yet folded (by `key`).
+    deltas = traced.conn[ACTIVATION_COUNT_DELTAS_COLLECTION]
+    deltas.create_index([("key", 1)])
+    deltas.insert_many([{"_id": f"b{i}|ns{i % 3}|", "key": f"ns{i % 3}|", "n": 1} for i in range(30)])
+    totals = traced.conn[ACTIVATION_COUNTS_COLLECTION]
+    totals.insert_many([{"_id": f"ns{i}|", "n": i} for i in range(3)])
+    for collection, query in ((deltas, {"key": store.eq("ns1|")}), (totals, {"_id": "ns1|"})):
+        plan = traced.plan_of(lambda c=collection, q=query: list(c.find(q)), table=collection.name)
+        served_by_index(plan, ordered=False)
