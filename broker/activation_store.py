@@ -246,7 +246,7 @@ class ActivationStore:
         stored = {d["_id"] for i, d in enumerate(docs) if i not in failed}
         try:
             with self._translated():
-                await self.counts.settle(deltas, lambda d: len(stored.intersection(d.ids)))
+                await self.counts.settle(deltas, stored.__contains__)
         except SquallError as exc:
             # The records are stored: the batch succeeded. The upkeep settles its counts from the records.
             log.warning("activation counts of a stored batch left pending: %s", exc.message)
@@ -364,7 +364,7 @@ class ActivationStore:
             await self.counts.begin(deltas)
             result = await self.collection.delete_many({"_id": {"$in": ids}})
             if result.deleted_count == len(ids):
-                await self.counts.settle(deltas, lambda d: d.n)  # every named record went
+                await self.counts.settle(deltas, lambda _: True)  # every named record went
             else:
                 await self.counts.settle_from_records(deltas)
         return result.deleted_count

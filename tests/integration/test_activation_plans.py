@@ -130,7 +130,7 @@ def test_the_sweeps_queries_are_index_searches(traced: Traced) -> None:
     )
 
 
-def test_a_counts_reads_are_index_searches(traced: Traced) -> None:
+def test_the_counts_reads_are_index_searches(traced: Traced) -> None:
     # The oldest and newest record of a list, which tell whether a window holds them all.
     for order in (1, -1):
         for name in (None, "a1"):
@@ -138,12 +138,14 @@ def test_a_counts_reads_are_index_searches(traced: Traced) -> None:
             sort = [("start", order), ("activationId", order)]
             plan = traced.plan_of(lambda q=query, o=sort: list(traced.collection.find(q).sort(o).limit(1)))
             served_by_index(plan)
-    # A key's total (by `_id`) and its deltas not yet folded (by `key`).
+    # A namespace's total (by `_id`) and its deltas not yet folded (by `namespace`).
     deltas = traced.conn[ACTIVATION_COUNT_DELTAS_COLLECTION]
-    deltas.create_index([("key", 1)])
-    deltas.insert_many([{"_id": f"b{i}|ns{i % 3}|", "key": f"ns{i % 3}|", "n": 1} for i in range(30)])
+    deltas.create_index([("namespace", 1)])
+    deltas.insert_many(
+        [{"_id": f"b{i}|ns{i % 3}", "namespace": f"ns{i % 3}", "paths": [["a", 1]]} for i in range(30)]
+    )
     totals = traced.conn[ACTIVATION_COUNTS_COLLECTION]
-    totals.insert_many([{"_id": f"ns{i}|", "n": i} for i in range(3)])
-    for collection, query in ((deltas, {"key": store.eq("ns1|")}), (totals, {"_id": "ns1|"})):
+    totals.insert_many([{"_id": f"ns{i}", "paths": [["a", i]]} for i in range(3)])
+    for collection, query in ((deltas, {"namespace": store.eq("ns1")}), (totals, {"_id": "ns1"})):
         plan = traced.plan_of(lambda c=collection, q=query: list(c.find(q)), table=collection.name)
         served_by_index(plan, ordered=False)

@@ -7,88 +7,92 @@ from broker.activation_counts import (
     CountDelta,
     CountTotal,
     count_of,
+    done_paths,
     fold_plan,
-    key_of,
     pending_deltas,
-    settled_n,
+    settled_paths,
+    tally,
 )
 
 
-def delta(id: str, key: str, n: int, *, pending: bool = False) -> CountDelta:
-    namespace, _, path = key.partition("|")
-    return CountDelta(id=id, key=key, namespace=namespace, path=path, change=id, sign=1, n=n, pending=pending)
+def delta(id: str, paths: list[tuple[str, int]], *, pending: bool = False) -> CountDelta:
+    return CountDelta(id=id, namespace="g", change=id, sign=1, paths=paths, pending=pending)
 
 
-def test_a_batch_writes_one_delta_per_namespace_and_per_entity_path() -> None:
+def test_a_batch_writes_one_delta_per_namespace_with_a_count_per_path() -> None:
     records = [
         ("a1", "guest", "hello", "B"),
         ("a2", "guest", "pkg/hello", "B"),
         ("a3", "other", "hello", "B"),
     ]
-    deltas = {d.key: d for d in pending_deltas("B", 1, records, at=5)}
-    assert set(deltas) == {"guest|", "guest|hello", "guest|pkg/hello", "other|", "other|hello"}
-    assert deltas["guest|"].ids == ["a1", "a2"]
-    assert deltas["guest|"].n == 2
-    assert deltas["guest|pkg/hello"].ids == ["a2"]
-    assert deltas["guest|"].id == "B|guest|"
-    assert all(
-        d.pending and d.sign == 1 and d.change == "B" and d.at == 5 and d.batches == []
-        for d in deltas.values()
-    )
+    deltas = {d.namespace: d for d in pending_deltas("B", 1, records, at=5)}
+    assert set(deltas) == {"guest", "other"}
+    guest = deltas["guest"]
+    assert (guest.id, guest.change, guest.sign, guest.pending, guest.at) == ("B|guest", "B", 1, True, 5)
+    assert guest.paths == [("hello", 1), ("pkg/hello", 1)]
+    assert (guest.ids, guest.id_paths, guest.batches) == (["a1", "a2"], ["hello", "pkg/hello"], [])
+    assert deltas["other"].paths == [("hello", 1)]
 
 
 def test_a_record_named_twice_in_one_batch_is_counted_once() -> None:
-    deltas = pending_deltas("B", 1, [("a1", "guest", "x", "B"), ("a1", "guest", "x", "B")], at=0)
-    assert [(d.key, d.n, d.ids) for d in deltas] == [("guest|", 1, ["a1"]), ("guest|x", 1, ["a1"])]
+    (only,) = pending_deltas("B", 1, [("a1", "guest", "x", "B"), ("a1", "guest", "x", "B")], at=0)
+    assert (only.paths, only.ids) == ([("x", 1)], ["a1"])
 
 
 def test_a_sweep_writes_negative_deltas_that_remember_each_records_batch() -> None:
-    deltas = {
-        d.key: d for d in pending_deltas("S", -1, [("a1", "g", "x", "B1"), ("a2", "g", "y", None)], at=0)
-    }
-    assert deltas["g|"].n == -2
-    assert list(zip(deltas["g|"].ids, deltas["g|"].batches, strict=True)) == [("a1", "B1"), ("a2", None)]
+    (only,) = pending_deltas(
+        "S", -1, [("a1", "g", "x", "B1"), ("a2", "g", "y", None), ("a3", "g", "x", "B2")], at=0
+    )
+    assert only.paths == [("x", -2), ("y", -1)]
+    assert list(zip(only.ids, only.batches, strict=True)) == [("a1", "B1"), ("a2", None), ("a3", "B2")]
+
+
+def test_what_a_writer_did_is_counted_per_path() -> None:
+    (only,) = pending_deltas(
+        "B", 1, [("a1", "g", "x", "B"), ("a2", "g", "y", "B"), ("a3", "g", "x", "B")], at=0
+    )
+    assert done_paths(only, lambda record_id: record_id != "a3") == [("x", 1), ("y", 1)]
+    assert done_paths(only, lambda record_id: False) == []
+    assert tally(["b", "a", "b"], -1) == [("a", -1), ("b", -2)]
 
 
 def test_a_pending_write_settles_to_the_records_its_own_batch_stored() -> None:
-    (ns_delta, _) = pending_deltas(
-        "B", 1, [("a1", "g", "x", "B"), ("a2", "g", "x", "B"), ("a3", "g", "x", "B")], 0
-    )
+    (only,) = pending_deltas("B", 1, [("a1", "g", "x", "B"), ("a2", "g", "x", "B"), ("a3", "g", "y", "B")], 0)
     # a1 stored by this batch; a2 an earlier copy (a redelivery: another batch stored it); a3 never stored
-    present = {("a1", "B"), ("a2", "EARLIER")}
-    assert settled_n(ns_delta, present) == 1
+    assert settled_paths(only, {("a1", "B"), ("a2", "EARLIER")}) == [("x", 1)]
 
 
 def test_a_pending_sweep_settles_to_minus_the_records_gone() -> None:
-    (ns_delta, *_) = pending_deltas(
-        "S", -1, [("a1", "g", "x", "B1"), ("a2", "g", "x", "B1"), ("a3", "g", "x", None)], 0
-    )
+    named = [("a1", "g", "x", "B1"), ("a2", "g", "x", "B1"), ("a3", "g", "y", None)]
+    (only,) = pending_deltas("S", -1, named, 0)
     # a1 still there (the sweep died before deleting it); a2 gone; a3 deleted, then stored again by a later batch
-    present = {("a1", "B1"), ("a3", "LATER")}
-    assert settled_n(ns_delta, present) == -2
+    assert settled_paths(only, {("a1", "B1"), ("a3", "LATER")}) == [("x", -1), ("y", -1)]
 
 
 def test_a_count_is_the_total_plus_settled_deltas_no_fold_took_in() -> None:
-    total = CountTotal(id="g|", n=100, gen=3, folded=["d1"])
+    total = CountTotal(id="g", paths=[("a", 60), ("b", 40)], gen=3, folded=["d1"])
     deltas = [
-        delta("d1", "g|", 5),
-        delta("d2", "g|", 7),
-        delta("d3", "g|", -2),
-        delta("d4", "g|", 9, pending=True),
+        delta("d1", [("a", 5)]),  # in the total already
+        delta("d2", [("a", 7), ("c", 1)]),
+        delta("d3", [("b", -2)]),
+        delta("d4", [("a", 9)], pending=True),  # not settled
     ]
-    assert count_of(total, deltas) == 105  # d1 is in the total already; d4 is not settled
-    assert count_of(None, deltas) == 10
+    assert count_of(total, deltas) == 106
+    assert (count_of(total, deltas, "a"), count_of(total, deltas, "b"), count_of(total, deltas, "c")) == (
+        67,
+        38,
+        1,
+    )
+    assert count_of(total, deltas, "zz") == 0
+    assert count_of(None, deltas) == 11  # without a total, d1 is not taken in yet
     assert count_of(None, []) == 0
 
 
 def test_a_fold_deletes_what_the_last_one_took_in_and_takes_in_the_rest() -> None:
-    total = CountTotal(id="g|", n=100, gen=3, folded=["d1"])
-    plan = fold_plan(total, [delta("d1", "g|", 5), delta("d2", "g|", 7), delta("d3", "g|", -2)])
-    assert (plan.leftovers, plan.fold, plan.increment) == (["d1"], ["d2", "d3"], 5)
+    total = CountTotal(id="g", paths=[("a", 60), ("b", 2)], gen=3, folded=["d1"])
+    plan = fold_plan(
+        total, [delta("d1", [("a", 5)]), delta("d2", [("a", 7), ("c", 1)]), delta("d3", [("b", -2)])]
+    )
+    assert (plan.leftovers, plan.fold) == (["d1"], ["d2", "d3"])
+    assert plan.paths == [("a", 67), ("c", 1)]  # "b" has no records left
     assert fold_plan(None, []).fold == []
-
-
-def test_keys_keep_namespace_and_path_apart() -> None:
-    assert key_of("guest") == "guest|"
-    assert key_of("guest", "pkg/a") == "guest|pkg/a"
-    assert key_of("guest/pkg", "a") != key_of("guest", "pkg/a")
