@@ -12,7 +12,9 @@ records collection holds:
 - after the insert the deltas are settled with what the insert reports it stored; a retention sweep writes
   negative deltas and settles them from which of the named records are gone;
 - a delta left pending by a writer that died is settled later from the records, the answer its writer would
-  have given (`settle_abandoned`);
+  have given, once every record it names is stored (the dead writer's insert can add none of them then:
+  JetStream redelivers what it did not acknowledge, and whichever batch stores a record first is the one
+  that counts it) (`settle_abandoned`);
 - settled deltas are folded into one total per namespace under a generation check; the folded deltas' ids stay
   on the total until the deltas are deleted, so a reader never counts one twice.
 
@@ -235,11 +237,15 @@ class ActivationCounts:
     async def settle_from_records(self, deltas: list[CountDelta]) -> None:
         """Settle deltas from which of their records the records collection holds now."""
         for delta in deltas:
-            present: set[tuple[Any, str | None]] = set()
-            for chunk in _chunks(delta.ids, 500):
-                found = await self.records.find({"_id": {"$in": chunk}}, {"_id": 1, BATCH: 1}).to_list()
-                present.update((doc["_id"], doc.get(BATCH)) for doc in found)
-            await self._settle_one(delta, settled_paths(delta, present))
+            await self._settle_one(delta, settled_paths(delta, await self._present(delta)))
+
+    async def _present(self, delta: CountDelta) -> set[tuple[Any, str | None]]:
+        """The `(_id, batch)` of the records a delta names that the records collection holds."""
+        present: set[tuple[Any, str | None]] = set()
+        for chunk in _chunks(delta.ids, 500):
+            found = await self.records.find({"_id": {"$in": chunk}}, {"_id": 1, BATCH: 1}).to_list()
+            present.update((doc["_id"], doc.get(BATCH)) for doc in found)
+        return present
 
     async def _settle_one(self, delta: CountDelta, paths: PathCounts) -> None:
         await self.deltas.update_one(
@@ -250,15 +256,41 @@ class ActivationCounts:
             },
         )
 
-    async def settle_abandoned(self, written_before: int, limit: int = 1000) -> int:
-        """Settle the deltas still pending that were written before `written_before` (epoch ms): their
-        writers died, or took far longer than any write does."""
-        query = {"pending": {"$eq": True}, "at": {"$lt": written_before}}
-        deltas = [_delta(d) for d in await self.deltas.find(query, limit=limit).to_list()]
-        if deltas:
-            log.warning("settling %d activation count changes their writers left pending", len(deltas))
-            await self.settle_from_records(deltas)
-        return len(deltas)
+    async def settle_abandoned(self, written_before: int, given_up_before: int, limit: int = 1000) -> int:
+        """Settle from the records what writers left pending; returns how many deltas. Call it holding the
+        upkeep lease, between sweeps.
+
+        - A write batch's delta written before `written_before` (epoch ms), once every record it names is
+          stored: its writer is gone or done, and cannot store any of them any more. One written before
+          `given_up_before` is settled even if some never came back (their messages were lost).
+        - Every sweep's delta: no sweep is in flight between sweeps, so one pending was left by a sweeper that
+          lost the lease. It is settled before the next sweep, or a record it named and left could be deleted
+          by the next one and counted out by both.
+
+        A write's delta, while pending, keeps its records from being swept (`pending_batches`), or settling
+        it from the records would miss them.
+        """
+        writes = {"pending": {"$eq": True}, "sign": {"$eq": 1}, "at": {"$lt": written_before}}
+        sweeps = {"pending": {"$eq": True}, "sign": {"$eq": -1}}
+        settled = 0
+        for delta in [_delta(d) for d in await self.deltas.find(writes, limit=limit).to_list()]:
+            present = await self._present(delta)
+            if delta.at < given_up_before or {record_id for record_id, _ in present} >= set(delta.ids):
+                await self._settle_one(delta, settled_paths(delta, present))
+                settled += 1
+        left = [_delta(d) for d in await self.deltas.find(sweeps, limit=limit).to_list()]
+        await self.settle_from_records(left)
+        if settled or left:
+            log.info("settled %d activation count changes their writers left pending", settled + len(left))
+        return settled + len(left)
+
+    async def pending_batches(self, namespace: str, batches: Iterable[str | None]) -> set[str]:
+        """Those of the write `batches` whose delta for `namespace` is still pending (see settle_abandoned)."""
+        ids = [f"{batch}|{namespace}" for batch in {b for b in batches if b}]
+        if not ids:
+            return set()
+        query = {"_id": {"$in": ids}, "pending": {"$eq": True}}
+        return {doc["change"] for doc in await self.deltas.find(query, {"change": 1}).to_list()}
 
     async def fold(self, limit: int = FOLD_LIMIT) -> int:
         """Take settled deltas into their namespaces' totals; returns how many were taken in."""

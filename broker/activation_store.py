@@ -311,12 +311,12 @@ class ActivationStore:
             ends.append(None if doc is None else int(doc["start"]))
         return window_holds_all(since, upto, ends[0], ends[1])
 
-    async def tend_counts(self, abandoned_before: int) -> int:
-        """The upkeep's care of the counts: settle the changes left pending since before `abandoned_before`
-        (epoch ms) from the records, then fold the settled ones into their totals. Returns how many were
-        folded."""
+    async def tend_counts(self, written_before: int, given_up_before: int) -> int:
+        """The upkeep's care of the counts: settle what writers left pending (see
+        ActivationCounts.settle_abandoned), then fold the settled changes into the totals. Returns how many
+        were folded."""
         with self._translated():
-            await self.counts.settle_abandoned(abandoned_before)
+            await self.counts.settle_abandoned(written_before, given_up_before)
             return await self.counts.fold()
 
     # -- retention: the upkeep's sweep ---------------------------------------------------------------------
@@ -347,13 +347,16 @@ class ActivationStore:
             return await cursor.to_list()
 
     async def delete(self, namespace: str, docs: builtins.list[Document]) -> int:
-        """Delete records of a namespace, as `oldest` returned them, and count them out. Returns how many
-        were deleted.
+        """Delete records of a namespace, as `oldest` returned them, and count them out; records whose write
+        batch is not yet counted are left for a later sweep. Returns how many were deleted.
 
         Deleting happens by `_id`, the one field nx-27017 matches many values of through an index (`$in` on
         any other reads every record). The upkeep lease makes this the only deleter, which is what lets
         counts left pending by a crash be settled from which records are gone.
         """
+        with self._translated():
+            pending = await self.counts.pending_batches(namespace, (d.get(BATCH) for d in docs))
+        docs = [d for d in docs if d.get(BATCH) not in pending]
         if not docs:
             return 0
         sweep = new_activation_id()

@@ -24,11 +24,14 @@ EVERY_S: Final = 5.0
 # is worked off without taking the store away from reads and writes for long.
 BATCH: Final = 500
 BATCHES_PER_STEP: Final = 20
-# Longer than any step takes; a broker that dies holding the lease delays the next sweep by this much.
-LEASE_S: Final = 60.0
-# A count change still pending after this long was left by a writer that died (a write batch takes well under
-# a second); it is settled from the records. Settling one whose writer is merely slow would undercount.
-ABANDONED_AFTER_MS: Final = 10 * 60 * 1000
+# Renewed every step and before every sweep batch, so it need only outlast one batch's few writes; a broker
+# that dies holding it delays the next step (and the counts of what it was writing) by at most this much.
+LEASE_S: Final = 15.0
+# A write's count change still pending after this long is looked at (a write batch takes well under a second):
+# settled from the records once they are all stored (see ActivationCounts.settle_abandoned), or even if some
+# are not after the longer wait, which only records whose messages were lost reach.
+SETTLE_AFTER_MS: Final = 10_000
+GIVE_UP_AFTER_MS: Final = 3_600_000
 
 RetentionOf = Callable[[str], Awaitable[int]]
 
@@ -116,7 +119,8 @@ class ActivationUpkeep:
         try:
             if await self.store.take_lease(LEASE, self.owner, self.lease_ms):
                 # The counts first: a sweep that fails must not keep them from being folded.
-                await self.store.tend_counts(now_ms() - ABANDONED_AFTER_MS)
+                now = now_ms()
+                await self.store.tend_counts(now - SETTLE_AFTER_MS, now - GIVE_UP_AFTER_MS)
                 self.deleted += await self.sweep()
         except SquallError as error:
             log.warning("activation upkeep: %s; retrying in the next step", error.message)
@@ -134,12 +138,15 @@ class ActivationUpkeep:
                 if budget == 0:
                     self._resume_after = namespace  # unfinished: the next step starts with the others
                     return deleted
+                if not await self.store.take_lease(LEASE, self.owner, self.lease_ms):
+                    return deleted  # another broker sweeps now: two sweepers could count a record out twice
                 old = await self.store.oldest(namespace, cutoff, self.batch)
                 if not old:
                     break
                 budget -= 1
-                deleted += await self.store.delete(namespace, old)
-                if len(old) < self.batch:
+                gone = await self.store.delete(namespace, old)
+                deleted += gone
+                if len(old) < self.batch or gone == 0:  # the rest waits for its write to be counted
                     break
         self._resume_after = None
         return deleted

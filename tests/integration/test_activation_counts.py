@@ -17,7 +17,7 @@ from broker.namespaces import now_ms
 from broker.subjects import ACTIVATION_COUNTS_COLLECTION, ACTIVATION_META_COLLECTION
 from tests.integration.test_activation_store import NOW, record
 
-LATER = now_ms() + 3_600_000  # "abandoned before" an hour from now: every pending change counts as abandoned
+LATER = now_ms() + 3_600_000  # "written before" an hour from now: every pending change is looked at
 
 
 @pytest.fixture
@@ -58,11 +58,28 @@ async def test_a_writer_that_died_before_storing_its_records_counts_nothing(
     deltas = pending_deltas(batch, 1, [(r.activationId, "guest", "hello", batch) for r in records], now_ms())
     await activations.counts.begin(deltas)  # ... and then the process died
     assert await counted(activations) == 0
-    await activations.tend_counts(LATER)
-    assert await counted(activations) == 0
+    await activations.tend_counts(LATER, 0)
+    assert await activations.counts.pending_batches("guest", [batch]) == {batch}, "its records may come yet"
     # The records are redelivered to another recorder, which stores and counts them once.
     assert await activations.insert_many(records) == 3
     assert await counted(activations) == 3
+    await activations.tend_counts(LATER, 0)  # all its records are stored (by the other batch): settled, to 0
+    assert await activations.counts.pending_batches("guest", [batch]) == set()
+    assert await counted(activations) == 3
+
+
+async def test_a_writer_whose_records_never_came_back_is_given_up_on(activations: ActivationStore) -> None:
+    records = [record(NOW + i) for i in range(3)]
+    batch = new_activation_id()
+    docs = [to_document(r, batch) for r in records]
+    await activations.counts.begin(
+        pending_deltas(batch, 1, [(d["_id"], "guest", "hello", batch) for d in docs], 0)
+    )
+    await activations.collection.insert_many(docs[:2])  # ... died; the third record's message was lost
+    await activations.tend_counts(LATER, 0)
+    assert await counted(activations) == 0
+    await activations.tend_counts(LATER, LATER)  # written before the give-up time
+    assert (await counted(activations), await actual(activations)) == (2, 2)
 
 
 async def test_a_writer_that_died_after_storing_its_records_is_settled_from_them(
@@ -78,11 +95,14 @@ async def test_a_writer_that_died_after_storing_its_records_is_settled_from_them
     await activations.collection.insert_many(docs[:3])  # ... died halfway through the insert
     assert await counted(activations) == 1  # pending: not counted yet, never counted twice
 
-    await activations.tend_counts(LATER)
-    assert (await counted(activations), await counted(activations, name="x")) == (4, 3)
+    await activations.tend_counts(LATER, 0)
+    assert await counted(activations) == 1  # the fourth record may still come from the dead insert
     # The whole batch is redelivered: three are duplicates, one is new.
     assert await activations.insert_many(records) == 1
-    assert (await counted(activations), await actual(activations)) == (5, 5)
+    assert await counted(activations) == 2
+    await activations.tend_counts(LATER, 0)  # every record is stored now: the dead batch is settled, to 3
+    assert (await counted(activations), await counted(activations, name="x")) == (5, 4)
+    assert await actual(activations) == 5
 
 
 async def test_a_sweep_that_died_is_settled_from_which_records_are_gone(activations: ActivationStore) -> None:
@@ -97,7 +117,7 @@ async def test_a_sweep_that_died_is_settled_from_which_records_are_gone(activati
     again = next(r for r in old if r.activationId == chosen[0]["_id"])
     assert await activations.insert(again) is True
 
-    await activations.tend_counts(LATER)
+    await activations.tend_counts(0, 0)  # a sweep's change is settled at once, whatever its age
     assert (await counted(activations), await actual(activations)) == (3, 3)
 
 
@@ -127,10 +147,10 @@ async def test_folds_racing_each_other_and_the_writers_keep_counts_exact(
 
     async def fold() -> None:
         for _ in range(10):
-            await activations.tend_counts(0)
+            await activations.tend_counts(0, 0)
 
     await asyncio.gather(write(8), fold(), fold(), write(4))
-    await activations.tend_counts(0)
+    await activations.tend_counts(0, 0)
     assert (await counted(activations), await counted(activations, name="a0")) == (60, 36)
 
 
@@ -150,7 +170,7 @@ async def test_a_fold_that_died_before_deleting_what_it_took_in_does_not_count_i
     assert await counted(activations) == 3  # the deltas are still there, and in the total: counted once
     monkeypatch.setattr(deltas, "delete_many", delete_many)
     await activations.insert_many([record(NOW + 10)])
-    await activations.tend_counts(0)
+    await activations.tend_counts(0, 0)
     assert await counted(activations) == 4
     assert await deltas.count_documents({}) == 0
 
@@ -206,3 +226,42 @@ async def test_a_store_written_before_counts_were_kept_is_counted_once_on_provis
         old = await store.oldest("guest", NOW + 100, 5)
         assert await store.delete("guest", old) == 5
         assert await counted(store) == 6
+
+
+async def seven_days(namespace: str) -> int:
+    return 7
+
+
+async def test_records_of_a_write_not_yet_counted_are_not_swept_until_it_is(
+    activations: ActivationStore,
+) -> None:
+    """Settling a dead writer's delta from the records would miss records a sweep had deleted meanwhile."""
+    old = [record(NOW - 10 * DAY_MS - i) for i in range(3)]
+    batch = new_activation_id()
+    docs = [to_document(r, batch) for r in old]
+    await activations.counts.begin(
+        pending_deltas(batch, 1, [(d["_id"], "guest", "hello", batch) for d in docs], now_ms())
+    )
+    await activations.collection.insert_many(docs)  # ... and the writer died before settling
+    await activations.insert(record(NOW - 10 * DAY_MS - 5))  # an old record, counted
+    upkeep = ActivationUpkeep(activations, seven_days)
+    await upkeep.step()
+    assert upkeep.deleted == 1
+    assert await actual(activations) == 3  # the uncounted ones wait
+
+    await activations.tend_counts(LATER, 0)  # all its records are stored: settled (the upkeep waits 10 s)
+    assert await counted(activations) == 3
+    await upkeep.step()
+    assert (upkeep.deleted, await counted(activations), await actual(activations)) == (4, 0, 0)
+
+
+async def test_a_dead_sweepers_change_is_settled_before_the_next_sweep(activations: ActivationStore) -> None:
+    """Otherwise the next sweep deletes what the dead one left, and both count it out."""
+    await activations.insert_many([record(NOW - 10 * DAY_MS - i) for i in range(4)])
+    chosen = await activations.oldest("guest", NOW - DAY_MS, 10)
+    named = [(d["_id"], "guest", d[ENTITY_PATH], d.get("batch")) for d in chosen]
+    await activations.counts.begin(pending_deltas(new_activation_id(), -1, named, now_ms()))
+    await activations.collection.delete_many({"_id": chosen[0]["_id"]})  # ... and the sweeper died
+
+    await ActivationUpkeep(activations, seven_days).step()  # a fresh change, but no sweep is in flight
+    assert (await counted(activations), await actual(activations)) == (0, 0)
