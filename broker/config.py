@@ -54,7 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     concurrent_invocations: int = CONCURRENT_INVOCATIONS
     fires_per_minute: int = FIRES_PER_MINUTE
 
-    # Activation retention in MongoDB (TTL index on `expiresAt`).
+    # How many days activation records are kept where a namespace's limits set no `activationRetentionDays`;
+    # the broker's upkeep deletes older ones.
     activation_retention_days: int = 7
     # JetStream retention for the event-history streams.
     stream_max_age_days: int = 7

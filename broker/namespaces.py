@@ -23,6 +23,7 @@ class NamespaceLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     invocationsPerMinute: int | None = None
     concurrentInvocations: int | None = None
     firesPerMinute: int | None = None
+    activationRetentionDays: int | None = None  # how long its activation records are kept
 
 
 class AuthKey(msgspec.Struct, frozen=True, kw_only=True):

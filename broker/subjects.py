@@ -27,6 +27,12 @@ LARGE_RECORDS_BUCKET = "squall_large_records"
 
 # MongoDB collections.
 ACTIVATIONS_COLLECTION = "activations"
+# Activation counts (broker/activation_counts.py): one total per namespace and entity, and the changes to them
+# not yet folded into the totals.
+ACTIVATION_COUNTS_COLLECTION = "activation_counts"
+ACTIVATION_COUNT_DELTAS_COLLECTION = "activation_count_deltas"
+# Small documents about the activations collection: the upkeep lease, the mark that counts are kept.
+ACTIVATION_META_COLLECTION = "activation_meta"
 
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")

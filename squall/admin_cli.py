@@ -52,18 +52,28 @@ def with_store(ctx: click.Context, action: Callable[[EntityStore], Awaitable[Non
 
 
 def limits_options(func: Callable[..., None]) -> Callable[..., None]:
-    for name in ("fires-per-minute", "concurrent-invocations", "invocations-per-minute"):
+    names = (
+        "activation-retention-days",
+        "fires-per-minute",
+        "concurrent-invocations",
+        "invocations-per-minute",
+    )
+    for name in names:
         func = click.option(f"--{name}", type=click.IntRange(min=0), default=None)(func)
     return func
 
 
 def limits_from(
-    invocations_per_minute: int | None, concurrent_invocations: int | None, fires_per_minute: int | None
+    invocations_per_minute: int | None,
+    concurrent_invocations: int | None,
+    fires_per_minute: int | None,
+    activation_retention_days: int | None = None,
 ) -> NamespaceLimits:
     return NamespaceLimits(
         invocationsPerMinute=invocations_per_minute,
         concurrentInvocations=concurrent_invocations,
         firesPerMinute=fires_per_minute,
+        activationRetentionDays=activation_retention_days,
     )
 
 

@@ -10,6 +10,7 @@ from api.app import create_app
 from api.gateway import InvokeGateway
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
+from broker.activation_upkeep import ActivationUpkeep, namespace_retention
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
@@ -36,13 +37,7 @@ class Backbone:
             # Consumers included: before any role serves, so that no fire can precede the engine's consumer.
             await self.bus.provision()
             self.store = EntityStore(self.bus)
-            self.activations = await stack.enter_async_context(
-                ActivationStore(
-                    self.settings.mongodb_uri,
-                    self.settings.mongodb_database,
-                    self.settings.activation_retention_days,
-                )
-            )
+            self.activations = await stack.enter_async_context(ActivationStore.from_settings(self.settings))
             await self.activations.provision()
             self._stack = stack.pop_all()
         return self
@@ -82,13 +77,17 @@ async def invoker_role_for(settings: Settings, backbone: Backbone) -> AsyncItera
 
 @contextlib.asynccontextmanager
 async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
-    """The rule engine (trigger events → invocations) and the activation recorder (records → MongoDB)."""
+    """The rule engine (trigger events → invocations), the activation recorder (records → MongoDB) and the
+    activation upkeep (retention)."""
     async with (
         ActivationRecorder(
             backbone.bus,
             backbone.activations,
             drain_timeout_s=settings.drain_timeout_s,
             ack_wait_s=settings.broker_ack_wait_s,
+        ),
+        ActivationUpkeep(
+            backbone.activations, namespace_retention(backbone.store, settings.activation_retention_days)
         ),
         Throttles(backbone.bus, backbone.store, settings) as throttles,
         # Each rule's run counts against the namespace's limits, but waits instead of being refused.

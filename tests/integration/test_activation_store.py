@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from broker.activation_store import ActivationBatcher, ActivationStore
+from broker.activation_store import ActivationStore
 from broker.activations import SUCCESS, Activation, make_response, new_activation_id
 from broker.entities import KeyValue
 from broker.errors import BadRequest, NotFound, Unavailable
@@ -44,7 +44,7 @@ def record(start: int, *, name: str = "hello", package: str | None = None, **ove
 
 @pytest.fixture
 async def store(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[ActivationStore]:
-    async with ActivationStore(mongo_uri, mongo_db_name, retention_days=7) as store:
+    async with ActivationStore(mongo_uri, mongo_db_name) as store:
         await store.provision()
         yield store
 
@@ -122,57 +122,41 @@ async def test_get_is_scoped_to_the_namespace(store: ActivationStore) -> None:
         await store.get("guest", "not-an-id")
 
 
-async def test_expired_records_disappear(mongo_uri: str, mongo_db_name: str) -> None:
-    async with ActivationStore(mongo_uri, mongo_db_name, retention_days=1) as store:
-        await store.provision()
-        expired = record(NOW - 2 * DAY_MS)  # start + 1 day retention is already in the past
-        kept = record(NOW)
-        assert await store.insert(expired) is True
-        assert await store.insert(kept) is True
-
-        async def swept() -> bool:
-            return await store.count("guest") == 1
-
-        # nx-27017 purges expired documents before each read; real MongoDB's TTL monitor runs every 60 s.
-        assert await eventually(swept), "the TTL index did not remove an expired record"
-        assert await store.list("guest") == [kept]
-        with pytest.raises(NotFound):
-            await store.get("guest", expired.activationId)
+async def index_keys(store: ActivationStore) -> dict[tuple[str, ...], dict[str, Any]]:
+    indexes = await store.collection.index_information()
+    return {tuple(field for field, _ in spec["key"]): spec for spec in indexes.values()}
 
 
 async def test_provision_twice_keeps_the_indexes(store: ActivationStore) -> None:
     await store.provision()
-    indexes = await store.collection.index_information()
-    by_key = {tuple(field for field, _ in spec["key"]): spec for spec in indexes.values()}
+    by_key = await index_keys(store)
     assert by_key[("activationId",)].get("unique") is True
-    assert by_key[("expiresAt",)].get("expireAfterSeconds") == 0
-    assert ("namespace", "start") in by_key
-    assert ("namespace", "entityPath", "start") in by_key
+    assert not any("expireAfterSeconds" in spec for spec in by_key.values())
+    assert ("namespace", "start", "activationId") in by_key
+    assert ("namespace", "entityPath", "start", "activationId") in by_key
 
 
-async def test_batcher_coalesces_writes_and_drains_on_exit(
-    store: ActivationStore, monkeypatch: pytest.MonkeyPatch
+async def test_provision_drops_the_list_indexes_of_earlier_versions(
+    mongo_uri: str, mongo_db_name: str
 ) -> None:
-    records = [record(NOW + i) for i in range(1200)]
-    calls: list[int] = []
-    insert_many = store.insert_many
+    async with ActivationStore(mongo_uri, mongo_db_name) as store:
+        await store.collection.create_index([("namespace", 1), ("start", -1)], name="ns_start")
+        await store.collection.create_index(
+            [("namespace", 1), ("entityPath", 1), ("start", -1)], name="ns_path"
+        )
+        await store.provision()
+        by_key = await index_keys(store)
+    assert ("namespace", "start") not in by_key
+    assert ("namespace", "entityPath", "start") not in by_key
+    assert ("namespace", "start", "activationId") in by_key
 
-    async def counting(batch: Any) -> int:
-        batch = list(batch)
-        calls.append(len(batch))
-        return await insert_many(batch)
 
-    monkeypatch.setattr(store, "insert_many", counting)
-    async with ActivationBatcher(store, max_batch=500, max_delay_s=0.05) as batcher:
-        await asyncio.gather(*(batcher.write(r) for r in records[:1000]))
-        assert await store.count("guest") == 1000
-        pending = [batcher.submit(r) for r in records[1000:]]  # not awaited before exit
-    assert all(f.done() and f.exception() is None for f in pending)
-    assert await store.count("guest") == 1200
-    assert max(calls) == 500
-    assert len(calls) <= 5, f"writes were not batched: {calls}"
-    with pytest.raises(RuntimeError):
-        batcher.submit(records[0])
+async def test_records_of_the_same_millisecond_page_in_a_stable_order(store: ActivationStore) -> None:
+    same = [record(NOW) for _ in range(9)]
+    await store.insert_many(same)
+    expected = sorted((r.activationId for r in same), reverse=True)
+    pages = [await store.list("guest", skip=skip, limit=3) for skip in (0, 3, 6)]
+    assert [r.activationId for page in pages for r in page] == expected
 
 
 async def test_unreachable_server_is_unavailable_quickly() -> None:
