@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from squall.podman_service import PodmanService
 
 from broker.config import Settings
+from runtimes.podman_service import PodmanService
 from tests.e2e.test_invoke import Squall, notes, squall_on
 
 pytestmark = [pytest.mark.e2e]
