@@ -311,6 +311,17 @@ async def test_a_run_whose_arguments_outgrow_a_message_is_a_failed_rule_not_a_st
     assert line["statusCode"] == 1 and "too large" in line["error"] and "activationId" not in line
 
 
+def new_event(namespace: str) -> TriggerEvent:
+    """An event of trigger `t`, as a fire publishes it."""
+    return TriggerEvent(
+        activationId=new_activation_id(),
+        namespace=namespace,
+        trigger="t",
+        subject="s",
+        published=int(time.time() * 1000),
+    )
+
+
 class BrokenEngine(RuleEngine):
     """An engine whose every attempt fails, as one would on an event it cannot handle."""
 
@@ -322,13 +333,7 @@ async def test_an_event_that_keeps_failing_is_recorded_as_failed_after_its_deliv
     bus: JetStreamBus, store: EntityStore, activation_store: ActivationStore, settings: Settings
 ) -> None:
     namespace = f"poison-{uuid.uuid4().hex[:8]}"
-    event = TriggerEvent(
-        activationId=new_activation_id(),
-        namespace=namespace,
-        trigger="t",
-        subject="s",
-        published=int(time.time() * 1000),
-    )
+    event = new_event(namespace)
     async with BrokenEngine(bus, store, settings), ActivationRecorder(bus, activation_store):
         await EventQueues(bus, settings).publish(event)
         record = await eventually_record(activation_store, namespace, event.activationId, deadline_s=30)
@@ -342,13 +347,7 @@ async def test_the_engine_consumer_of_an_earlier_version_is_read_until_drained_t
     legacy = legacy_rule_engine(settings)
     await bus.provision_consumer(legacy)  # as an earlier version left it, with an event it never handled
     namespace = f"legacy-{uuid.uuid4().hex[:8]}"
-    event = TriggerEvent(
-        activationId=new_activation_id(),
-        namespace=namespace,
-        trigger="t",
-        subject="s",
-        published=int(time.time() * 1000),
-    )
+    event = new_event(namespace)
     await bus.publish(
         subjects.trigger_subject(namespace, "t"), codec.encode(event), msg_id=event.activationId
     )
