@@ -115,9 +115,11 @@ class ProxyProcess:
             argv, more_env = argv(self.workdir)
             full_env |= more_env
         started = time.monotonic()
+        # A process group of its own: stop() ends every process the proxy started (a Node.js launcher's child
+        # that spins in an action's loop outlives its parent otherwise, burning a core after the test).
         self.process = subprocess.Popen(
             argv, cwd=self.workdir, env=full_env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         wait_for(
             lambda: os.path.exists(self.socket_path) or self.process.poll() is not None, 20, "the socket"
@@ -151,8 +153,8 @@ class ProxyProcess:
 
     def stop(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.communicate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
