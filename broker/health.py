@@ -111,9 +111,9 @@ class ErrorWindow:
 
 async def invokers_bucket(bus: JetStreamBus, bucket: str = INVOKERS_BUCKET) -> KeyValue:
     """The heartbeat bucket (provisioned with the topology; another name, as tests use, is made like it)."""
-    spec = topology(bus.settings).bucket(INVOKERS_BUCKET)
     if bucket == INVOKERS_BUCKET:
-        return await bus.kv(bucket)
+        return await bus.kv(bucket)  # read every second by the registry: no topology to build for it
+    spec = topology(bus.settings).bucket(INVOKERS_BUCKET)
     return await bus.provision_bucket(msgspec.structs.replace(spec, name=bucket))
 
 

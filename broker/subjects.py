@@ -79,6 +79,11 @@ def invoke_subject(namespace: str, action: str) -> str:
     return f"invoke.{token(namespace)}.{token(action)}"
 
 
+def trigger_filter(namespace: str) -> str:
+    """Every trigger event of `namespace`: the subjects of its event queue on TRIGGERS."""
+    return f"trigger.{token(namespace)}.>"
+
+
 def invoke_filter(namespace: str) -> str:
     """Every run caused by `namespace`: the subjects of its queue on INVOKE."""
     return f"invoke.{token(namespace)}.>"

@@ -164,7 +164,7 @@ def event_queue(settings: Settings, namespace: str) -> ConsumerSpec:
     return ConsumerSpec(
         stream=subjects.TRIGGERS_STREAM,
         durable=f"{EVENT_QUEUE_PREFIX}{subjects.token(namespace)}",
-        filter_subject=f"trigger.{subjects.token(namespace)}.>",
+        filter_subject=subjects.trigger_filter(namespace),
         deliver="new",
         ack_wait_s=settings.broker_ack_wait_s,
     )
