@@ -23,6 +23,7 @@ from tests.unit.test_proxy_python import (
     RUN_KEYS,
     ProxyClient,
     ProxyProcess,
+    assert_exit_keeps_its_lines,
     children,
     echo_floor_us,
     make_zip,
@@ -468,18 +469,7 @@ def test_process_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
     proxy: ProxyProcess, where: str
 ) -> None:
     """OpenWhisk's initexit.js: the invoker sees the action end at once, and its lines are still there."""
-    if where == "run":
-        assert proxy.init(EXITING["run"])[0] == 200
-    started = time.monotonic()
-    with pytest.raises(ConnectionError):  # the connection closes instead of answering
-        proxy.run() if where == "run" else proxy.init(EXITING["init"])
-    assert time.monotonic() - started < 1.5
-    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
-    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
-        ("stdout", "about to exit"),
-        ("stderr", "bye"),
-    ]
-    assert proxy.process.wait(5) == 3
+    assert_exit_keeps_its_lines(proxy, EXITING, where, [("stdout", "about to exit"), ("stderr", "bye")])
 
 
 def test_an_uncaught_exception_ends_the_process_with_its_report_in_the_lines(proxy: ProxyProcess) -> None:

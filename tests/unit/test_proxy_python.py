@@ -805,6 +805,22 @@ def test_install_refuses_a_place_the_owner_cannot_traverse(tmp_path: Path) -> No
 # --- the side door: logs of an action that never comes back ---------------------------------------------------
 
 
+def assert_exit_keeps_its_lines(
+    proxy: ProxyProcess, code: dict[str, str], where: str, lines: list[tuple[str, str]]
+) -> None:
+    """An action (`code[where]`, "run" or "init") that ends its own process with status 3: the invoker's
+    connection closes at once, and the lines it printed wait at the side door until it has answered."""
+    if where == "run":
+        assert proxy.init(code["run"])[0] == 200
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):  # the connection ends instead of answering
+        proxy.run() if where == "run" else proxy.init(code["init"])
+    assert time.monotonic() - started < 1.5
+    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
+    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == lines  # type: ignore[union-attr]
+    assert proxy.process.wait(5) == 3
+
+
 def side_door_logs(proxy: ProxyProcess, probe: bool = True) -> dict[str, Any]:
     """The side door's answer; with `probe`, also its answers to what it does not serve."""
     door = ProxyClient(proxy.socket_path + ".logs", timeout_s=15)
@@ -846,18 +862,7 @@ DYING = {
 def test_os_exit_hands_its_lines_to_the_side_door_before_the_process_ends(
     proxy: ProxyProcess, where: str
 ) -> None:
-    if where == "run":
-        assert proxy.init(DYING["run"])[0] == 200
-    started = time.monotonic()
-    with pytest.raises(ConnectionError):  # the connection ends instead of answering
-        proxy.run() if where == "run" else proxy.init(DYING["init"])
-    assert time.monotonic() - started < 1.5
-    body = side_door_logs(proxy, probe=False)  # the process ends once the door has answered
-    assert [LOG_LINE.match(line).groups() for line in body["logs"]] == [  # type: ignore[union-attr]
-        ("stdout", "about to die"),
-        ("stderr", "bye"),
-    ]
-    assert proxy.process.wait(5) == 3
+    assert_exit_keeps_its_lines(proxy, DYING, where, [("stdout", "about to die"), ("stderr", "bye")])
 
 
 def test_os_exit_in_a_forked_child_ends_only_the_child(proxy: ProxyProcess) -> None:
