@@ -13,7 +13,7 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 
-from broker import codec, large_records
+from broker import codec, large_records, subjects
 from broker.activations import Activation
 from broker.bus import JetStreamBus
 from broker.entity_cache import EntityCache
@@ -108,6 +108,17 @@ class InvokeGateway:
             data = await self._wait(fut, wait_s, lookup)
         finally:
             self._waiting.pop(aid, None)
+        return None if data is None else codec.decode(data, Activation)
+
+    async def call_feed(self, invocation: Invocation, wait_s: float) -> Activation | None:
+        """Serve a catalog feed action's invocation by the feeds role (feeds/lifecycle.py), which records it:
+        its record, None when it did not answer within `wait_s`; 503 when no feeds process runs."""
+        data = await self.bus.request(
+            subjects.FEED_LIFECYCLE_SUBJECT,
+            codec.encode(invocation),
+            wait_s,
+            unavailable="No feeds process is running to serve the feed's lifecycle call.",
+        )
         return None if data is None else codec.decode(data, Activation)
 
     async def _wait(

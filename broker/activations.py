@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -136,6 +137,12 @@ def entity_path(record: Activation) -> str:
     if "/" in record.namespace:
         return f"{record.namespace.split('/', 1)[1]}/{record.name}"
     return record.name
+
+
+def log_time(epoch_ms: int) -> str:
+    """A log line's timestamp as OpenWhisk prints it (ISO-8601, UTC, padded to 30 characters)."""
+    stamp = datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"{stamp}Z".ljust(30)
 
 
 def new_activation_id() -> str:

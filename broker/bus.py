@@ -388,9 +388,12 @@ class JetStreamBus:
     def new_inbox(self) -> str:
         return self.nc.new_inbox()
 
-    async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+    async def subscribe(
+        self, subject: str, cb: Callable[[Msg], Awaitable[None]], queue: str = ""
+    ) -> Subscription:
+        """Core NATS messages on `subject`; with a `queue` group, each message goes to one member only."""
         try:
-            return await self.nc.subscribe(subject, cb=cb)
+            return await self.nc.subscribe(subject, queue=queue, cb=cb)
         except Exception as exc:
             raise translate(exc, f"subscribing to {subject}") from None
 
@@ -402,6 +405,19 @@ class JetStreamBus:
             await self.nc.publish(subject, payload, reply=reply, headers=headers)
         except Exception as exc:
             raise translate(exc, f"sending to {subject}") from None
+
+    async def request(self, subject: str, payload: bytes, timeout_s: float, unavailable: str) -> bytes | None:
+        """A core NATS request to a service (e.g. the feeds role): its reply, None when none came in time, and
+        Unavailable(`unavailable`) when no process serves `subject` at all."""
+        try:
+            reply = await self.nc.request(subject, payload, timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise Unavailable(unavailable) from None
+        except nats.errors.TimeoutError:
+            return None
+        except Exception as exc:
+            raise translate(exc, f"requesting {subject}") from None
+        return reply.data
 
     async def pull(self, spec: ConsumerSpec, inbox: str, batch: int, expires_s: float) -> None:
         """Ask the durable consumer for up to `batch` messages, delivered to `inbox` as they come."""

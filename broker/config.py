@@ -83,11 +83,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # invocationsPerMinute) before it is dead-lettered as "throttled" instead (EventBridge retries for 24 h).
     max_queue_wait_s: float = 86400.0
 
+    # The namespace of the system catalog (utils, samples, alarms, webhooks, messaging), readable by all.
+    system_namespace: str = "whisk.system"
+    # Feeds: an alarm whose instants were missed while no feeds process ran fires the last one ("last") or none
+    # ("none"); instants missed for less than `feeds_takeover_s` (a feeds process died and another took its
+    # alarms over) are all fired, their idempotency keys making any already fired a no-op.
+    feeds_missed_ticks: str = "last"
+    feeds_takeover_s: float = 10.0
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if self.feeds_missed_ticks not in ("last", "none"):
+            raise ValueError(f"feeds_missed_ticks must be 'last' or 'none', not {self.feeds_missed_ticks!r}")
         if self.nats_sync and not _SYNC_INTERVAL.fullmatch(self.nats_sync):
             raise ValueError(
                 f"nats_sync must be empty, 'always' or a duration like '1s', not {self.nats_sync!r}"

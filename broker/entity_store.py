@@ -85,6 +85,10 @@ class EntityStore:
     def __init__(self, bus: JetStreamBus) -> None:
         self._bus = bus
 
+    @property
+    def bus(self) -> JetStreamBus:
+        return self._bus
+
     # -- entities ----------------------------------------------------------------------------------
 
     async def get(self, collection: Collection[E], namespace: str, name: str) -> Stored[E]:
@@ -322,11 +326,11 @@ class EntityStore:
         return [
             _Item(msg.subject[len(prefix) :], msg.data, msg.metadata.sequence.stream)
             for msg in await self._bus.last_per_subject(f"KV_{bucket}", prefix + pattern)
-            if not _is_tombstone(msg.headers)
+            if not is_tombstone(msg.headers)
         ]
 
 
-def _is_tombstone(headers: dict[str, str] | None) -> bool:
+def is_tombstone(headers: dict[str, str] | None) -> bool:
     """A KV delete or purge marker (client-written, or server-written since nats-server 2.11)."""
     if not headers:
         return False

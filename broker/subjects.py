@@ -25,6 +25,13 @@ BLOBS_BUCKET = "squall_blobs"
 # JetStream object store for activation records too large for one NATS message (broker/large_records.py).
 LARGE_RECORDS_BUCKET = "squall_large_records"
 
+# Feed registrations (one per trigger with a feed: what the feed's CREATE configured) and their health (written
+# by the feeds role as it fires), kept apart so that firing never races a lifecycle call's write.
+FEEDS_BUCKET = "squall_feeds"
+FEED_STATUS_BUCKET = "squall_feed_status"
+# Core NATS subject on which the feeds role serves the lifecycle calls of the catalog's feed actions.
+FEED_LIFECYCLE_SUBJECT = "squall.feeds.lifecycle"
+
 # MongoDB collections.
 ACTIVATIONS_COLLECTION = "activations"
 # Activation counts (broker/activation_counts.py): one total per namespace and entity, and the changes to them

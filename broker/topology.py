@@ -134,6 +134,8 @@ def topology(settings: Settings) -> Topology:
             BucketSpec(name=subjects.NAMESPACES_BUCKET, replicas=replicas),
             BucketSpec(name=subjects.AUTHKEYS_BUCKET, replicas=replicas),
             BucketSpec(name=INVOKERS_BUCKET, ttl_s=INVOKERS_FORGET_AFTER_S, replicas=replicas),
+            BucketSpec(name=subjects.FEEDS_BUCKET, replicas=replicas),
+            BucketSpec(name=subjects.FEED_STATUS_BUCKET, replicas=replicas),
         ),
         object_stores=(
             ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),

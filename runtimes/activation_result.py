@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -14,6 +13,7 @@ from broker.activations import (
     SUCCESS,
     Activation,
     ActivationResponse,
+    log_time,
     make_response,
 )
 from broker.entities import Action, ActionLimits, KeyValue
@@ -148,12 +148,6 @@ def outcome_response(
     if init_failed(outcome):
         return init_response(outcome)
     return run_response(outcome, result_limit)
-
-
-def log_time(epoch_ms: int) -> str:
-    """A log line's timestamp as OpenWhisk prints it (ISO-8601, UTC, padded to 30 characters)."""
-    stamp = datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return f"{stamp}Z".ljust(30)
 
 
 def final_logs(outcome: RunOutcome, limit_bytes: int, developer_error: bool = False) -> list[str]:

@@ -19,6 +19,7 @@ from broker.queues import InvokeQueues
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import RuleEngine
 from broker.throttles import Throttles
+from feeds.service import FeedsRole
 from runtimes.invoker import invoker_role
 
 ROLES = ("api", "broker", "invoker", "feeds")
@@ -73,6 +74,16 @@ async def invoker_role_for(settings: Settings, backbone: Backbone) -> AsyncItera
     API (`__OW_API_HOST`) at `settings.api_url`."""
     async with invoker_role(settings, backbone.bus, backbone.store):
         yield
+
+
+@contextlib.asynccontextmanager
+async def feeds_role(settings: Settings, backbone: Backbone) -> AsyncIterator[FeedsRole]:
+    """The feeds: lifecycle calls of the catalog's feed actions, alarms, webhooks' and NATS subjects' fires."""
+    async with (
+        Throttles(backbone.bus, backbone.store, settings) as throttles,
+        FeedsRole(settings, backbone.bus, backbone.store, throttles) as feeds,
+    ):
+        yield feeds
 
 
 @contextlib.asynccontextmanager

@@ -18,9 +18,6 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
         raise BadRequest(
             "`squall serve` needs --nats-url and --mongodb-uri (or SQUALL_NATS_URL/SQUALL_MONGODB_URI)"
         )
-    if role == "feeds":
-        # Said plainly rather than faked: these roles arrive with their own issues.
-        raise BadRequest(f"the {role} role is not part of this build yet; run `squall standalone` meanwhile")
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         backbone = await stack.enter_async_context(roles.Backbone(settings))
@@ -32,6 +29,11 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
             await stack.enter_async_context(PodmanService(settings))
             await stack.enter_async_context(roles.invoker_role_for(settings, backbone))
             console.print("[bold]squall:[/] invoker role running")
+        elif role == "feeds":
+            await stack.enter_async_context(roles.feeds_role(settings, backbone))
+            console.print(
+                "[bold]squall:[/] feeds role running (feed lifecycle, alarms, webhooks, NATS feeds)"
+            )
         else:
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             console.print("[bold]squall:[/] broker role running (rule engine, activation recorder)")

@@ -73,6 +73,7 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             # the API's address (`__OW_API_HOST`) from the settings.
             await stack.enter_async_context(roles.invoker_role_for(settings, backbone))
             api = await stack.enter_async_context(roles.api_role(settings, backbone))
+            await stack.enter_async_context(roles.feeds_role(settings, backbone))
             info = RuntimeInfo(pid=os.getpid(), api_url=api.url, nats_url=nats_url, mongodb_uri=mongodb_uri)
             stack.enter_context(runtime_file.published(settings.data_dir, info))
 

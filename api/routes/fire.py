@@ -1,9 +1,8 @@
-"""Firing a trigger: `POST …/triggers/{name}` puts one event on the TRIGGERS stream for the rule engine.
+"""Firing a trigger over HTTP: `POST …/triggers/{name}`, through the one fire path (broker/firing.py).
 
 OpenWhisk's answers (Triggers.scala): 404 for an unknown trigger, 204 without a body (and without a record)
 when no rule is active, else 202 `{"activationId"}` — here as soon as the event is durably in JetStream.
-An `Idempotency-Key` header (or a CloudEvent's source + id) fixes the activation id and the JetStream msg
-id, so a repeated fire inside the duplicate window answers the first fire's id and creates nothing.
+An `Idempotency-Key` header (or a CloudEvent's source + id) makes a repeated fire answer the first one's id.
 """
 
 from __future__ import annotations
@@ -20,22 +19,11 @@ from api.context import JSON, authenticated, state
 from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.request_id import request_id_of
 from api.routing import Operation, route
-from broker import codec, params, subjects
-from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
-from broker.clock import now_ms
-from broker.entities import TRIGGERS, validate_name
+from broker.entities import validate_name
 from broker.errors import BadRequest
+from broker.firing import Fire, TriggerFiring
 from broker.limits import PAYLOAD_MAX_BYTES
-from broker.rule_links import active_rules
-from broker.trigger_events import (
-    HOPS_EXTENSION,
-    HOPS_HEADER,
-    IDEMPOTENCY_HEADER,
-    TriggerEvent,
-    fire_id,
-    loop_message,
-    trigger_record,
-)
+from broker.trigger_events import HOPS_EXTENSION, HOPS_HEADER, IDEMPOTENCY_HEADER
 
 ENTITY_PATH: Final = "/api/v1/namespaces/{namespace}/triggers/{name}"
 IDEMPOTENCY_KEY_MAX: Final = 256
@@ -95,41 +83,31 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     name = validate_name(request.path_params["name"])
     incoming = read_event(request.headers, await read_bytes(request, PAYLOAD_MAX_BYTES))
-    key = idempotency_key(request, incoming)
-    hops = hop_count(request, incoming)
-    gateway = state(request).gateway
-    await state(request).throttles.check_fire(namespace)
-    trigger = (await gateway.actions.get(TRIGGERS, namespace, name)).entity
-    if not active_rules(trigger):
-        return Response(status_code=204)
-    activation_id = fire_id(namespace, name, key) if key is not None else new_activation_id()
-    event = TriggerEvent(
-        activationId=activation_id,
+    fire = Fire(
         namespace=namespace,
         trigger=name,
         subject=identity.uuid,
         payload=incoming.payload,
-        parameters=params.as_arguments(trigger.parameters),
+        idempotency_key=idempotency_key(request, incoming),
         headers=ow_headers(request),
         cloudevent=incoming.attributes,
-        hops=hops,
-        published=now_ms(),
+        hops=hop_count(request, incoming),
         transaction_id=request_id_of(request),
     )
-    bus = gateway.bus
-    allowed = state(request).settings.max_hops
-    if hops > allowed:
-        message = loop_message(hops, allowed)
-        record = trigger_record(
-            event, trigger.version, [], make_response(APPLICATION_ERROR, {"error": message})
-        )
-        await bus.publish(
-            subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
-        )
-        raise BadRequest(message)
-    await gateway.events.publish(event)  # trigger parameters can make it too large (413)
+    activation_id = await firing_of(request).fire(fire)
+    if activation_id is None:
+        return Response(status_code=204)
     return JSON(
         ActivationIdBody(activationId=activation_id), 202, headers={ACTIVATION_ID_HEADER: activation_id}
+    )
+
+
+def firing_of(request: Request) -> TriggerFiring:
+    """The fire path of this app: its gateway's trigger cache and event queues, its throttles."""
+    shared = state(request)
+    gateway = shared.gateway
+    return TriggerFiring(
+        gateway.bus, gateway.actions, gateway.events, shared.throttles, max_hops=shared.settings.max_hops
     )
 
 

@@ -24,6 +24,7 @@ from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Acti
 from broker.clock import now_ms
 from broker.entities import ACTIONS, Action, KeyValue, split_path
 from broker.errors import BadRequest
+from broker.feed_registry import feed_provider_of
 from broker.invocations import Invocation, provides_api_key
 from broker.limits import PAYLOAD_MAX_BYTES
 
@@ -178,7 +179,14 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
     async def lookup() -> Activation | None:
         return await activations.get(identity.namespace, aid)
 
-    record = await state(request).gateway.invoke(invocation, wait / 1000 if blocking else None, lookup)
+    gateway = state(request).gateway
+    if feed_provider_of(action, target.owner, state(request).settings.system_namespace) is not None:
+        # Answered by the feeds role: quick, so even a non-blocking call learns of a missing feeds process.
+        record = await gateway.call_feed(invocation, wait / 1000)
+        if not blocking:
+            record = None
+    else:
+        record = await gateway.invoke(invocation, wait / 1000 if blocking else None, lookup)
     headers = {ACTIVATION_ID_HEADER: aid}
     if record is None:
         return JSON(ActivationIdBody(activationId=aid), 202, headers=headers)

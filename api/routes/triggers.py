@@ -13,6 +13,7 @@ from api.listing import LIST_PARAMS, page_of
 from api.routing import Operation, Param, route
 from api.trigger_views import TriggerCount, TriggerPut, TriggerSummary, build_trigger, check_put, summary
 from broker.entities import TRIGGERS, Trigger, validate_name
+from broker.feed_registry import FeedRegistry
 
 COLLECTION_PATH = "/api/v1/namespaces/{namespace}/triggers"
 ENTITY_PATH = COLLECTION_PATH + "/{name}"
@@ -97,7 +98,7 @@ async def put_trigger(request: Request, identity: Identity) -> Response:
     ENTITY_PATH,
     "DELETE",
     Operation(
-        summary="Delete a trigger; its rules stay, and read as inactive",
+        summary="Delete a trigger and its feed, if it has one; its rules stay, and read as inactive",
         tag=TAG,
         response=Trigger,
         errors=(400, 404, 409),
@@ -108,7 +109,11 @@ async def delete_trigger(request: Request, identity: Identity) -> Response:
     namespace, name = _target(request, identity)
     # Rules are not touched, as in OpenWhisk: a rule whose trigger is gone reads `inactive`, and a trigger
     # created again under the same name starts without links until its rules are enabled again.
-    deleted = await state(request).store.delete(TRIGGERS, namespace, name)
+    store = state(request).store
+    deleted = await store.delete(TRIGGERS, namespace, name)
+    # Beyond OpenWhisk, where a feed outlives a trigger deleted without its DELETE lifecycle call: no fire may
+    # find a trigger of the same name created later.
+    await FeedRegistry(store.bus).delete(namespace, name)
     return JSON(deleted)
 
 

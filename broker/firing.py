@@ -1,0 +1,98 @@
+"""Firing a trigger: the one path every fire takes (HTTP, alarms, webhooks, NATS feeds) onto TRIGGERS.
+
+OpenWhisk's answers (Triggers.scala): NotFound for an unknown trigger, nothing (the API's 204, no record) when no
+rule is active, else the trigger activation's id as soon as the event is durably in JetStream. An idempotency key
+fixes the activation id and the JetStream msg id, so a repeated fire inside the duplicate window answers the first
+fire's id and creates nothing; feeds use it for an alarm's instant and a webhook's delivery id.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+from broker import codec, params, subjects
+from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
+from broker.bus import JetStreamBus
+from broker.clock import now_ms
+from broker.entities import TRIGGERS
+from broker.entity_cache import EntityCache
+from broker.errors import BadRequest
+from broker.queues import EventQueues
+from broker.rule_links import active_rules
+from broker.trigger_events import TriggerEvent, fire_id, loop_message, trigger_record
+
+
+class FireCheck(Protocol):
+    """The namespace throttle a fire passes (broker.throttles.Throttles)."""
+
+    async def check_fire(self, namespace: str) -> None: ...
+
+
+class Fire(msgspec.Struct, frozen=True, kw_only=True):
+    """One request to fire `namespace`'s `trigger`, by the key `subject` (a uuid), from any producer."""
+
+    namespace: str
+    trigger: str
+    subject: str
+    payload: dict[str, Any] = {}
+    idempotency_key: str | None = None
+    headers: dict[str, str] = {}  # what the rule's actions get as `__ow_headers`
+    cloudevent: dict[str, Any] | None = None
+    hops: int = 0
+    transaction_id: str = ""
+
+
+class TriggerFiring:
+    """`await firing.fire(Fire(...))`: the trigger activation's id, or None when no rule is active."""
+
+    def __init__(
+        self,
+        bus: JetStreamBus,
+        entities: EntityCache,
+        events: EventQueues,
+        throttles: FireCheck,
+        *,
+        max_hops: int,
+    ) -> None:
+        self.bus = bus
+        self.entities = entities
+        self.events = events
+        self.throttles = throttles
+        self.max_hops = max_hops
+
+    async def fire(self, request: Fire) -> str | None:
+        """Throttled (429) past firesPerMinute, NotFound for an unknown trigger, BadRequest past the hop limit
+        (recorded as a refused trigger activation), PayloadTooLarge when parameters and payload pass a message."""
+        namespace, name = request.namespace, request.trigger
+        await self.throttles.check_fire(namespace)
+        trigger = (await self.entities.get(TRIGGERS, namespace, name)).entity
+        if not active_rules(trigger):
+            return None
+        key = request.idempotency_key
+        activation_id = fire_id(namespace, name, key) if key is not None else new_activation_id()
+        event = TriggerEvent(
+            activationId=activation_id,
+            namespace=namespace,
+            trigger=name,
+            subject=request.subject,
+            payload=request.payload,
+            parameters=params.as_arguments(trigger.parameters),
+            headers=request.headers,
+            cloudevent=request.cloudevent,
+            hops=request.hops,
+            published=now_ms(),
+            transaction_id=request.transaction_id,
+        )
+        if request.hops > self.max_hops:
+            message = loop_message(request.hops, self.max_hops)
+            record = trigger_record(
+                event, trigger.version, [], make_response(APPLICATION_ERROR, {"error": message})
+            )
+            await self.bus.publish(
+                subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
+            )
+            raise BadRequest(message)
+        await self.events.publish(event)  # trigger parameters can make it too large (413)
+        return activation_id
