@@ -92,7 +92,11 @@ async def install_catalog(store: EntityStore, settings: Settings) -> Installed:
     safe to run in several processes at once: a write that loses a race is re-planned from a fresh read."""
     namespace = settings.system_namespace
     await ensure_system_namespace(store, namespace)
-    wanted = catalog_entities(namespace)
+    return await install(store, namespace, catalog_entities(namespace))
+
+
+async def install(store: EntityStore, namespace: str, wanted: list[CatalogEntity]) -> Installed:
+    """Make `namespace` hold exactly the catalog entities `wanted` (those of any earlier catalog included)."""
     done = Installed()
     for _ in range(MAX_ROUNDS):
         steps = plan(wanted, await existing_entities(store, namespace))
