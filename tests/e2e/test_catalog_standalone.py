@@ -116,10 +116,10 @@ def test_hosturl_builds_the_invoking_namespaces_urls(catalog: Catalog) -> None:
         "url": f"{base}/api/v1/namespaces/guest/triggers/t"
     }
     assert invoke(api, utils("hosturl"), {"web": True, "path": "utils/echo"}) == {
-        "url": f"{base}/api/v1/experimental/web/guest/utils/echo.json"
+        "url": f"{base}/api/v1/web/guest/utils/echo.json"
     }
     assert invoke(api, utils("hosturl"), {"web": True, "path": "hi", "ext": ".http"}) == {
-        "url": f"{base}/api/v1/experimental/web/guest/default/hi.http"
+        "url": f"{base}/api/v1/web/guest/default/hi.http"
     }
     assert invoke(api, utils("hosturl"), {}) == {"url": f"{base}/api/v1/namespaces/guest/actions"}
     refused = invoke(api, utils("hosturl"), {"web": True, "trigger": True}, status=502)

@@ -47,7 +47,9 @@ async def test_first_install_creates_the_namespace_and_everything(
 ) -> None:
     settings = system_settings(settings)
     ns = settings.system_namespace
+    started = time.perf_counter()
     done = await install_catalog(store, settings)
+    print(f"\nfirst install ({len(done.created)} entities): {(time.perf_counter() - started) * 1000:.1f} ms")
     assert await exists(store, ns)
     assert len(await store.keys_of(ns)) == 1, "the system namespace gets one (unshown) key"
     assert len(done.created) == len(catalog_entities(ns))

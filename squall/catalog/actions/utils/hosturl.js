@@ -1,6 +1,8 @@
 // /whisk.system/utils/hosturl: the URL that invokes an action (POST with a key), fires a trigger
 // (`trigger: true`), or calls a web action (`web: true`, extension `ext`, default .json) of the
-// invoking namespace, built from the API host the platform gives every action.
+// invoking namespace, built from the API host the platform gives every action. Web actions are at
+// /api/v1/web/, where OpenWhisk serves them today (its catalog's action still names the retired
+// /api/v1/experimental/web/).
 const WEB_EXTENSIONS = ['.json', '.text', '.html', '.http']
 
 function main (params) {
@@ -18,7 +20,7 @@ function main (params) {
     return { error: 'triggers are not allowed in packages.' }
   }
   const base = web
-    ? `${host}/api/v1/experimental/web/${namespace}`
+    ? `${host}/api/v1/web/${namespace}`
     : `${host}/api/v1/namespaces/${namespace}/${params.trigger === true ? 'triggers' : 'actions'}`
   if (!path) {
     return { url: base }
