@@ -21,6 +21,9 @@ GUEST_KEY = (
 )
 
 
+SYSTEM_NAMESPACE = "whisk.system"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a role needs to know about its surroundings."""
 
@@ -37,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The namespace standalone creates on first boot, and its key ("uuid:secret").
     guest_namespace: str = GUEST_NAMESPACE
     guest_key: str = GUEST_KEY
+    # The namespace of the catalog (`/whisk.system/utils/echo`, the feed actions): created at start with a
+    # key nobody is shown, so only the installer writes there; its published packages are readable by all.
+    system_namespace: str = SYSTEM_NAMESPACE
 
     # Rootless Podman: the unprivileged user that owns the engine, and its API socket.
     podman_user: str = "squall"

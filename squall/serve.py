@@ -10,6 +10,7 @@ from broker.config import Settings
 from broker.errors import BadRequest
 from runtimes.podman_service import PodmanService
 from squall import roles
+from squall.catalog import install_catalog
 from squall.standalone import stop_event
 
 
@@ -35,6 +36,8 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
                 "[bold]squall:[/] feeds role running (feed lifecycle, alarms, webhooks, NATS feeds)"
             )
         else:
+            # The broker role keeps whisk.system current: every replica may run it, the installer converges.
+            await install_catalog(backbone.store, settings)
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             console.print("[bold]squall:[/] broker role running (rule engine, activation recorder)")
         await stop.wait()

@@ -20,6 +20,7 @@ from broker.errors import Unavailable
 from broker.namespaces import NamespaceLimits
 from runtimes.podman_service import PodmanService
 from squall import roles, runtime_file
+from squall.catalog import install_catalog
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.runtime_file import RuntimeInfo
 
@@ -68,6 +69,7 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             await ensure_namespace(
                 backbone.store, settings.guest_namespace, settings.guest_key, limits=GUEST_LIMITS
             )
+            await install_catalog(backbone.store, settings)
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             # The invoker first, so that the API never answers 503 "no invokers" during boot; actions are told
             # the API's address (`__OW_API_HOST`) from the settings.
