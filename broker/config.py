@@ -89,8 +89,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # invocationsPerMinute) before it is dead-lettered as "throttled" instead (EventBridge retries for 24 h).
     max_queue_wait_s: float = 86400.0
 
-    # The namespace of the system catalog (utils, samples, alarms, webhooks, messaging), readable by all.
-    system_namespace: str = "whisk.system"
     # Feeds: an alarm whose instants were missed while no feeds process ran fires the last one ("last") or none
     # ("none"); instants missed for less than `feeds_takeover_s` (a feeds process died and another took its
     # alarms over) are all fired, their idempotency keys making any already fired a no-op.

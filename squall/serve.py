@@ -31,6 +31,8 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
             await stack.enter_async_context(roles.invoker_role_for(settings, backbone))
             console.print("[bold]squall:[/] invoker role running")
         elif role == "feeds":
+            # The feeds role serves the catalog's feed actions: it keeps the catalog current as well.
+            await install_catalog(backbone.store, settings)
             await stack.enter_async_context(roles.feeds_role(settings, backbone))
             console.print(
                 "[bold]squall:[/] feeds role running (feed lifecycle, alarms, webhooks, NATS feeds)"

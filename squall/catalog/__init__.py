@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from broker.feed_registry import FEED_PROVIDER_ANNOTATION
 from squall.catalog.installer import Installed, ensure_system_namespace, install_catalog
-from squall.catalog.manifest import FEED_PROVIDER_ANNOTATION, feed_providers
+from squall.catalog.manifest import feed_providers
 
 
 def feed_actions(system_namespace: str) -> dict[str, str]:

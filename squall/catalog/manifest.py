@@ -14,9 +14,8 @@ from msgspec import UNSET, UnsetType
 from api.entity_views import ActionPut, ExecPut, PackagePut, code_exec, new_action, new_package
 from broker import codec
 from broker.entities import ACTIONS, PACKAGES, Action, KeyValue, Package
+from broker.feed_registry import FEED_PROVIDER_ANNOTATION
 
-# Which feed provider of the feeds role serves a feed action (the contract with that role).
-FEED_PROVIDER_ANNOTATION: Final = "squall-feed"
 # A digest of what the catalog defines for an entity: the installer rewrites an entity whose digest differs,
 # and deletes only entities that carry one (so a user's own entity in the namespace is never touched).
 DIGEST_ANNOTATION: Final = "squall-catalog-digest"
