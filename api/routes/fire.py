@@ -25,7 +25,7 @@ from broker.activations import APPLICATION_ERROR, make_response, new_activation_
 from broker.clock import now_ms
 from broker.entities import TRIGGERS, validate_name
 from broker.errors import BadRequest
-from broker.limits import PAYLOAD_MAX_BYTES
+from broker.limits import PAYLOAD_MAX_BYTES, nested_deeper_than, nesting_message
 from broker.rule_links import active_rules
 from broker.trigger_events import (
     HOPS_EXTENSION,
@@ -94,7 +94,10 @@ def hop_count(request: Request, incoming: Incoming) -> int:
 async def fire_trigger(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     name = validate_name(request.path_params["name"])
-    incoming = read_event(request.headers, await read_bytes(request, PAYLOAD_MAX_BYTES))
+    raw = await read_bytes(request, PAYLOAD_MAX_BYTES)
+    incoming = read_event(request.headers, raw)
+    if nested_deeper_than(incoming.payload, raw=raw):  # the trigger record holds the payload
+        raise BadRequest(f"The request content was malformed:\n{nesting_message()}")
     key = idempotency_key(request, incoming)
     hops = hop_count(request, incoming)
     gateway = state(request).gateway
