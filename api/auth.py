@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Protocol
 
 import msgspec
@@ -46,7 +45,7 @@ def credentials_of(authorization: str | None) -> tuple[str, str]:
         raise Unauthorized()
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, and non-ASCII text in the header
         raise Unauthorized() from None
     return split_key(decoded)
 

@@ -7,6 +7,7 @@ from typing import TypeVar
 import msgspec
 from starlette.requests import Request
 
+from broker import codec
 from broker.errors import BadRequest, PayloadTooLarge
 from broker.limits import too_large_message
 
@@ -43,6 +44,8 @@ async def read_json(request: Request, type_: type[T], max_bytes: int = MAX_REQUE
         raise BadRequest(f"The request content was malformed:\n{exc}") from None
     except msgspec.DecodeError:
         raise BadRequest("The request content was malformed:\nThe body is not valid JSON.") from None
+    except RecursionError:
+        raise BadRequest(codec.TOO_DEEP) from None
 
 
 _TRUE = {"true", "yes", "1", "on"}

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgspec
-
+from broker import codec
 from broker.errors import BadRequest
 
 SPEC_VERSION: Final = "1.0"
@@ -49,13 +48,6 @@ def _malformed(why: str) -> BadRequest:
     return BadRequest(f"The request content was malformed:\n{why}")
 
 
-def _decode_json(raw: bytes) -> Any:
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise _malformed("The body is not valid JSON.") from None
-
-
 def _as_payload(data: Any) -> dict[str, Any]:
     if data is None:
         return {}
@@ -78,7 +70,7 @@ def _check_attributes(attributes: Mapping[str, Any]) -> None:
 
 
 def _structured(raw: bytes) -> Incoming:
-    document = _decode_json(raw)
+    document = codec.decode_json(raw)
     if not isinstance(document, dict):
         raise _malformed("A structured CloudEvent must be a JSON object.")
     attributes = {k: v for k, v in document.items() if k not in _DATA_MEMBERS}
@@ -112,7 +104,7 @@ def _binary(headers: Mapping[str, str], raw: bytes) -> Incoming:
     if not raw:
         return Incoming(payload={}, attributes=attributes)
     if not kind or kind == "application/json" or kind.endswith("+json"):
-        return Incoming(payload=_as_payload(_decode_json(raw)), attributes=attributes)
+        return Incoming(payload=_as_payload(codec.decode_json(raw)), attributes=attributes)
     if kind.startswith("text/"):
         try:
             return Incoming(payload={"data": raw.decode()}, attributes=attributes)
@@ -125,7 +117,7 @@ def _plain(raw: bytes) -> Incoming:
     """OpenWhisk's fire body: a JSON object, an empty body meaning `{}`."""
     if not raw.strip():
         return Incoming(payload={})
-    value = _decode_json(raw)
+    value = codec.decode_json(raw)
     if not isinstance(value, dict):
         raise _malformed("Object expected.")
     return Incoming(payload=value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from functools import cache
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -25,6 +25,9 @@ def _encode_foreign(value: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_encode_foreign)
 
 
+TOO_DEEP: Final = "The request content was malformed:\nThe JSON is nested too deeply."
+
+
 def encode(value: object) -> bytes:
     """Encode a Struct (or builtins) as compact JSON."""
     return _encoder.encode(value)
@@ -42,7 +45,20 @@ def decode(data: bytes | str, type_: type[T]) -> T:
         decoded: T = _decoder(cast(Hashable, type_)).decode(data)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"The request content was malformed:\n{exc}") from None
+    except RecursionError:
+        raise BadRequest(TOO_DEEP) from None
     return decoded
+
+
+def decode_json(data: bytes) -> Any:
+    """Any JSON value, e.g. a request body; not JSON, or nested past the decoder's depth (about 1,000 levels,
+    where msgspec stops rather than exhaust the stack), is the client's mistake (400)."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise BadRequest("The request content was malformed:\nThe body is not valid JSON.") from None
+    except RecursionError:
+        raise BadRequest(TOO_DEEP) from None
 
 
 def to_builtins(value: object) -> Any:

@@ -28,6 +28,9 @@ PAYLOAD_MAX_BYTES = 1 * MB
 RESULT_MAX_BYTES = 1 * MB
 
 SEQUENCE_MAX_LENGTH = 50
+# How deep a payload or a result may nest: records are stored in MongoDB, which refuses documents nested more than
+# 100 levels, and a record holds a result two levels down (`response.result`).
+NESTING_MAX_DEPTH = 90
 
 # Per-namespace throttles when the namespace record does not override them (ansible/standalone values).
 # These are the defaults of the settings that a deployment may change (SQUALL_INVOCATIONS_PER_MINUTE, …).
@@ -105,6 +108,27 @@ def check_action_limits(limits: ActionLimits) -> ActionLimits:
 def parameters_size(parameters: list[KeyValue]) -> int:
     """OpenWhisk's `Parameters.size`: the UTF-8 bytes of each key plus the compact JSON of its value."""
     return sum(len(p.key.encode()) + len(msgspec.json.encode(p.value)) for p in parameters)
+
+
+def nested_deeper_than(value: Any, limit: int = NESTING_MAX_DEPTH, raw: bytes | None = None) -> bool:
+    """Whether a decoded JSON value nests more than `limit` arrays/objects. With its `raw` JSON, a value with no
+    more brackets than the limit is cleared without a walk (nearly every payload)."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def nesting_message(limit: int = NESTING_MAX_DEPTH) -> str:
+    return f"The JSON is nested more than {limit} levels deep."
 
 
 def too_large_message(size: int, limit: int) -> str:

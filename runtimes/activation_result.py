@@ -18,7 +18,7 @@ from broker.activations import (
 )
 from broker.entities import Action, ActionLimits, KeyValue
 from broker.invocations import Invocation
-from broker.limits import MB, RESULT_MAX_BYTES
+from broker.limits import MB, RESULT_MAX_BYTES, nested_deeper_than, nesting_message
 from runtimes.contract import RunOutcome
 
 # OpenWhisk's words (common/scala/.../http/ErrorResponse.scala, object Messages).
@@ -77,8 +77,8 @@ def _parse(body: bytes) -> Any:
     """The body as JSON, or the sentinel `_UNPARSABLE`."""
     try:
         return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return _UNPARSABLE
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _UNPARSABLE  # nested past the decoder's depth too: one developer error, not a crashed run
 
 
 def _text(body: bytes) -> str:
@@ -124,6 +124,11 @@ def run_response(outcome: RunOutcome, result_limit: int = RESULT_MAX_BYTES) -> A
     size = len(text)
     parsed = _parse(body)
     ok = outcome.status == 200
+    if isinstance(parsed, dict | list) and nested_deeper_than(parsed, raw=body):
+        # Its record could not be stored (MongoDB's nesting limit): one developer error, not a failed write.
+        return error_response(
+            DEVELOPER_ERROR, f"{invalid_run_response('')} {nesting_message()}".strip(), size
+        )
     if isinstance(parsed, dict):
         error = parsed.get(ERROR_FIELD)
         if not ok:

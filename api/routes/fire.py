@@ -22,7 +22,7 @@ from api.routing import Operation, route
 from broker.entities import validate_name
 from broker.errors import BadRequest
 from broker.firing import Fire, TriggerFiring
-from broker.limits import PAYLOAD_MAX_BYTES
+from broker.limits import PAYLOAD_MAX_BYTES, nested_deeper_than, nesting_message
 from broker.trigger_events import HOPS_EXTENSION, HOPS_HEADER, IDEMPOTENCY_HEADER
 
 ENTITY_PATH: Final = "/api/v1/namespaces/{namespace}/triggers/{name}"
@@ -82,7 +82,10 @@ def hop_count(request: Request, incoming: Incoming) -> int:
 async def fire_trigger(request: Request, identity: Identity) -> Response:
     namespace = identity.resolve(request.path_params["namespace"])
     name = validate_name(request.path_params["name"])
-    incoming = read_event(request.headers, await read_bytes(request, PAYLOAD_MAX_BYTES))
+    raw = await read_bytes(request, PAYLOAD_MAX_BYTES)
+    incoming = read_event(request.headers, raw)
+    if nested_deeper_than(incoming.payload, raw=raw):  # the trigger record holds the payload
+        raise BadRequest(f"The request content was malformed:\n{nesting_message()}")
     fire = Fire(
         namespace=namespace,
         trigger=name,

@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,7 +17,7 @@ from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.package_access import resolve_package
 from api.request_id import request_id_of
 from api.routing import Operation, Param, route
-from broker import kinds
+from broker import codec, kinds
 from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.clock import now_ms
@@ -26,7 +25,7 @@ from broker.entities import ACTIONS, Action, KeyValue, split_path
 from broker.errors import BadRequest
 from broker.feed_registry import feed_provider_of
 from broker.invocations import Invocation, provides_api_key
-from broker.limits import PAYLOAD_MAX_BYTES
+from broker.limits import PAYLOAD_MAX_BYTES, nested_deeper_than, nesting_message
 
 log = logging.getLogger("squall.api")
 
@@ -69,12 +68,11 @@ def parse_payload(raw: bytes) -> dict[str, Any]:
     """The invoke body: a JSON object, an empty body meaning `{}`; anything else is a 400 as in OpenWhisk."""
     if not raw.strip():
         return {}
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise BadRequest("The request content was malformed:\nThe body is not valid JSON.") from None
+    value = codec.decode_json(raw)
     if not isinstance(value, dict):
         raise BadRequest("The request content was malformed:\nObject expected.")
+    if nested_deeper_than(value, raw=raw):  # its record could not be stored
+        raise BadRequest(f"The request content was malformed:\n{nesting_message()}")
     return value
 
 

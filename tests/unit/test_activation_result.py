@@ -374,3 +374,16 @@ def test_sequence_record_lists_components_and_marks_topmost() -> None:
     assert inner.cause == "c" * 32
     assert memory_of(rec) == 512 and memory_of(inner) is None
     assert annotation(rec, "kind") == "sequence"
+
+
+def test_a_result_nested_too_deep_to_store_is_one_developer_error() -> None:
+    from broker.limits import NESTING_MAX_DEPTH
+
+    body = b"[" * (NESTING_MAX_DEPTH + 1) + b"]" * (NESTING_MAX_DEPTH + 1)
+    response = ar.run_response(outcome(status=200, body=body))
+    assert response.status == DEVELOPER_ERROR
+    assert response.result == {
+        "error": f"The action did not produce a valid JSON response. The JSON is nested more than {NESTING_MAX_DEPTH} levels deep."
+    }
+    far_too_deep = b"[" * 5000 + b"]" * 5000
+    assert ar.run_response(outcome(status=200, body=far_too_deep)).status == DEVELOPER_ERROR

@@ -86,3 +86,16 @@ def test_namespace_overrides_fill_in_the_system_defaults() -> None:
     custom = limits.effective_limits(NamespaceLimits(invocationsPerMinute=5, concurrentInvocations=2))
     assert (custom.invocationsPerMinute, custom.concurrentInvocations, custom.firesPerMinute) == (5, 2, 60)
     assert custom.maxActionInstances == 2
+
+
+def test_nesting_depth_counts_arrays_and_objects() -> None:
+    from broker.limits import nested_deeper_than
+
+    value: object = 1
+    for _ in range(5):
+        value = {"a": [value]}  # 10 levels
+    assert not nested_deeper_than(value, 10)
+    assert nested_deeper_than(value, 9)
+    assert not nested_deeper_than([1, 2, {"a": "[[[[[[[["}], 2, raw=b'[1,2,{"a":"[[[[[[[["}]')
+    wide = {"k": [{"x": [1]} for _ in range(1000)]}
+    assert not nested_deeper_than(wide, 4) and nested_deeper_than(wide, 3)
