@@ -1,11 +1,13 @@
-"""Event patterns for rule filters, in EventBridge's vocabulary: validation and matching (both pure)."""
+"""Event patterns for rule filters, in EventBridge's vocabulary: validation, and matching by the compiled
+matchers of broker/event_matcher.py (both pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from broker.errors import BadRequest
+from broker.event_matcher import COMPARATORS, Budget, compile_pattern
 
 # A pattern is a JSON object. Each key names a field of the event; its value is either a nested pattern
 # (an object) or a non-empty list of alternatives, any one of which may match. Every key must match.
@@ -15,21 +17,44 @@ from broker.errors import BadRequest
 #   {"numeric": [">", 0, "<=", 5]}   {"exists": true | false}
 # An event field holding a list matches when any of its elements does, as in EventBridge.
 
-_MISSING = object()
-_COMPARATORS = {
-    "=": lambda a, b: a == b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
 MAX_DEPTH = 10
-MAX_ALTERNATIVES = 100
+MAX_ALTERNATIVES = 100  # per field
+MAX_PATTERN_ALTERNATIVES = 1_000  # in the whole pattern
+MAX_STRING = 1_024  # characters of a literal or a matcher's argument
 
 
 def validate_pattern(pattern: Any) -> None:
     """Raise BadRequest, saying where and why, unless `pattern` is a well-formed event pattern."""
     _validate_object(pattern, "$", 0)
+    total = _alternatives_in(pattern)
+    if total > MAX_PATTERN_ALTERNATIVES:
+        raise BadRequest(
+            f"The event pattern lists {total} alternatives in all, more than the {MAX_PATTERN_ALTERNATIVES} allowed."
+        )
+    longest = max(_strings_in(pattern), key=len, default="")
+    if len(longest) > MAX_STRING:
+        raise BadRequest(
+            f"The event pattern holds a string of {len(longest)} characters, more than the {MAX_STRING} allowed."
+        )
+
+
+def _alternatives_in(pattern: Mapping[str, Any]) -> int:
+    return sum(
+        _alternatives_in(value) if isinstance(value, Mapping) else len(value) for value in pattern.values()
+    )
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    """Every key and string of a (validated, hence bounded) pattern."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield key
+            yield from _strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings_in(item)
 
 
 def _validate_object(pattern: Any, where: str, depth: int) -> None:
@@ -93,7 +118,7 @@ def _validate_numeric(arg: Any, at: str) -> None:
     if not isinstance(arg, list) or not arg or len(arg) % 2 or len(arg) > 4:
         raise BadRequest(f"The 'numeric' matcher at {at} takes one or two [operator, number] pairs.")
     for op, number in zip(arg[::2], arg[1::2], strict=True):
-        if op not in _COMPARATORS:
+        if op not in COMPARATORS:
             raise BadRequest(f"The 'numeric' matcher at {at} has the unknown operator '{op}'.")
         if not _is_number(number):
             raise BadRequest(
@@ -109,69 +134,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def matches(pattern: Mapping[str, Any], event: Any) -> bool:
-    """Whether `event` (a JSON document) satisfies a validated `pattern`."""
-    for key, expected in pattern.items():
-        actual = event.get(key, _MISSING) if isinstance(event, Mapping) else _MISSING
-        if isinstance(expected, Mapping):
-            if not _nested_matches(expected, actual):
-                return False
-        elif not any(_alternative_matches(alt, actual) for alt in expected):
-            return False
-    return True
-
-
-def _nested_matches(pattern: Mapping[str, Any], actual: Any) -> bool:
-    if isinstance(actual, list):
-        return any(isinstance(item, Mapping) and matches(pattern, item) for item in actual)
-    return isinstance(actual, Mapping) and matches(pattern, actual)
-
-
-def _alternative_matches(alt: Any, actual: Any) -> bool:
-    if isinstance(alt, Mapping):
-        ((name, arg),) = alt.items()
-        if name == "exists":
-            present = actual is not _MISSING and not (isinstance(actual, list) and not actual)
-            return present is arg
-    if actual is _MISSING:
-        return False
-    values: Sequence[Any] = actual if isinstance(actual, list) else [actual]
-    return any(_value_matches(alt, value) for value in values)
-
-
-def _value_matches(alt: Any, value: Any) -> bool:
-    if not isinstance(alt, Mapping):
-        return _same_literal(alt, value)
-    ((name, arg),) = alt.items()
-    if name == "prefix":
-        return isinstance(value, str) and value.startswith(arg)
-    if name == "suffix":
-        return isinstance(value, str) and value.endswith(arg)
-    if name == "equals-ignore-case":
-        return isinstance(value, str) and value.casefold() == arg.casefold()
-    if name == "numeric":
-        return _is_number(value) and all(
-            _COMPARATORS[op](value, bound) for op, bound in zip(arg[::2], arg[1::2], strict=True)
-        )
-    if name == "anything-but":
-        return not _anything_but_hits(arg, value)
-    return False
-
-
-def _anything_but_hits(arg: Any, value: Any) -> bool:
-    if isinstance(arg, Mapping):
-        ((how, text),) = arg.items()
-        return isinstance(value, str) and (
-            value.startswith(text) if how == "prefix" else value.endswith(text)
-        )
-    excluded = arg if isinstance(arg, list) else [arg]
-    return any(_same_literal(e, value) for e in excluded)
-
-
-def _same_literal(expected: Any, value: Any) -> bool:
-    # JSON has one number type: 5 and 5.0 are the same value, but true is not 1.
-    if isinstance(expected, bool) or isinstance(value, bool):
-        return isinstance(expected, bool) and isinstance(value, bool) and expected is value
-    if _is_number(expected) and _is_number(value):
-        return float(expected) == float(value)
-    return type(expected) is type(value) and expected == value
+def matches(pattern: Mapping[str, Any], event: Any, budget: Budget | None = None) -> bool:
+    """Whether `event` (a JSON document) satisfies a validated `pattern`; TooCostly past the budget."""
+    return compile_pattern(pattern).matches(event, budget or Budget())

@@ -37,6 +37,7 @@ from broker.entities import INITIAL_VERSION, TRIGGERS, ReducedRule, Trigger, sto
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.errors import BadRequest, NotFound, PayloadTooLarge, WrongCollection
+from broker.event_matcher import EVENT_BUDGET, Budget, TooCostly
 from broker.event_patterns import matches
 from broker.invocations import Invocation
 from broker.queues import EventQueues, InvokeQueues, QueueFollower, subject_of
@@ -58,6 +59,10 @@ MAX_IN_FLIGHT: Final = 256  # events being processed at once
 CODE_OK, CODE_CLIENT, CODE_SYSTEM = 0, 1, 3
 GAVE_UP: Final = f"The trigger event could not be processed after {MAX_DELIVERIES} attempts:"
 NOT_MATCHED: Final = "The event does not match the rule's filter; the action was not invoked."
+TOO_COSTLY: Final = (
+    "The rule's filter was not evaluated: matching it against this event would examine more than "
+    f"{EVENT_BUDGET} values; the action was not invoked."
+)
 
 # When an event-driven run of a namespace may start: None for now, else an epoch ms (its invocationsPerMinute).
 Schedule = Callable[[str], Awaitable[int | None]]
@@ -177,8 +182,9 @@ class RuleEngine:
         if trigger is not None:
             document = filter_document(event.payload, event.cloudevent)
             rules = active_rules(trigger)
+            budget = Budget()  # shared by the event's rules: one event's filtering has a bounded cost
             planned = await asyncio.gather(
-                *(self._plan_rule(event, k, r, document) for k, r in rules.items())
+                *(self._plan_rule(event, k, r, document, budget) for k, r in rules.items())
             )
             for item in planned:
                 lines.append(item.line)
@@ -204,11 +210,16 @@ class RuleEngine:
             return None  # deleted since the fire: the record says it ran no rule
 
     async def _plan_rule(
-        self, event: TriggerEvent, key: str, rule: ReducedRule, document: dict[str, Any]
+        self, event: TriggerEvent, key: str, rule: ReducedRule, document: dict[str, Any], budget: Budget
     ) -> Planned:
         action_ref = f"{rule.action.path}/{rule.action.name}"
-        if isinstance(rule.filter, dict) and not matches(rule.filter, document):
-            return Planned(rule_log(key, action_ref, skipped=NOT_MATCHED))
+        if isinstance(rule.filter, dict):
+            try:
+                matched = matches(rule.filter, document, budget)
+            except TooCostly:
+                return Planned(rule_log(key, action_ref, skipped=TOO_COSTLY))
+            if not matched:
+                return Planned(rule_log(key, action_ref, skipped=NOT_MATCHED))
         try:
             resolved = await resolve_component(self._cache, "/" + action_ref, event.namespace)
         except (NotFound, WrongCollection):

@@ -93,3 +93,15 @@ def test_invalid_patterns_are_refused_with_the_place_and_reason(pattern: Any, me
     with pytest.raises(BadRequest) as err:
         validate_pattern(pattern)
     assert message in err.value.message
+
+
+def test_patterns_are_bounded_in_alternatives_and_string_length() -> None:
+    from broker.event_patterns import MAX_PATTERN_ALTERNATIVES, MAX_STRING
+
+    many = {f"k{i}": [f"v{j}" for j in range(100)] for i in range(MAX_PATTERN_ALTERNATIVES // 100 + 1)}
+    with pytest.raises(BadRequest, match="alternatives in all"):
+        validate_pattern(many)
+    with pytest.raises(BadRequest, match="characters"):
+        validate_pattern({"a": [{"prefix": "x" * (MAX_STRING + 1)}]})
+    with pytest.raises(BadRequest, match="characters"):
+        validate_pattern({"k" * (MAX_STRING + 1): ["x"]})
