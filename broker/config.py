@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invocations_per_minute: int = INVOCATIONS_PER_MINUTE
     concurrent_invocations: int = CONCURRENT_INVOCATIONS
     fires_per_minute: int = FIRES_PER_MINUTE
+    # Anonymous web action requests a namespace's web actions take per minute, per API process (Squall's own
+    # bound: OpenWhisk has none beyond invocationsPerMinute, which the runs count against too).
+    web_requests_per_minute: int = 600
 
     # How many days activation records are kept where a namespace's limits set no `activationRetentionDays`;
     # the broker's upkeep deletes older ones.
