@@ -18,7 +18,6 @@ from api.context import state
 from api.errors import error_response, status_of
 from api.gateway import ACTIVATION_ID_HEADER
 from api.request_id import request_id_of
-from api.routes.invoke import MAX_WAIT_MS
 from api.routing import ApiRoute, Operation
 from api.web_request import (
     EXTENSION_NOT_SUPPORTED,
@@ -180,7 +179,7 @@ async def _run(request: Request, web: WebPath, resolved: ResolvedAction, payload
     async def lookup_record() -> Activation | None:
         return await shared.activations.get(owner, aid)
 
-    record = await shared.gateway.invoke(invocation, MAX_WAIT_MS / 1000, lookup_record)
+    record = await shared.gateway.invoke(invocation, shared.settings.web_action_wait_s, lookup_record)
     if record is None:
         answer = error_response(request, 202, RESPONSE_NOT_READY)
         answer.headers[ACTIVATION_ID_HEADER] = aid
