@@ -258,7 +258,8 @@ class Throttles:
 
     async def check_web(self, namespace: str) -> None:
         """Count one anonymous web action request to `namespace`; Throttled (429) past `web_requests_per_minute`.
-        Counted before the run is: refused runs, failed auth and OPTIONS cost the namespace nothing else."""
+        Every such request counts (OPTIONS and refused ones too), so anonymous traffic has a bound of its own
+        on top of `invocationsPerMinute`, which its runs are charged to as well."""
         refusal = too_many_per_minute(self._minutes.add((WEB, namespace)), self.web_per_minute)
         if refusal is not None:
             raise Throttled(refusal)
