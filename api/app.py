@@ -24,6 +24,7 @@ from api.routes import (
     packages,
     rules,
     triggers,
+    web,
 )
 from api.throttling import UNTHROTTLED, Throttling
 from broker.activation_store import ActivationStore
@@ -43,6 +44,7 @@ ROUTES: list[BaseRoute] = [
     *rules.routes,
     *activations.routes,
     *deadletters.routes,
+    *web.routes,
     *openapi.routes,
 ]
 

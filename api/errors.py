@@ -19,6 +19,7 @@ _STATUS: tuple[tuple[type[errors.SquallError], int], ...] = (
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
     (errors.NotFound, 404),
+    (errors.NotAcceptable, 406),
     (errors.Conflict, 409),
     (errors.PayloadTooLarge, 413),
     (errors.Throttled, 429),

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import status_of
 from api.request_id import HEADER, assign_request_id
+from api.web_request import WEB_PREFIX
 from broker import codec
 from broker.errors import BadRequest, InternalError, SquallError
 
@@ -47,6 +48,9 @@ class RequestIdMiddleware:
             return
         rid = assign_request_id(scope)
         started = False
+        # Web actions answer their own OPTIONS and set their own CORS headers (api/routes/web.py), or leave
+        # both to the action (`web-custom-options`).
+        web = scope.get("path", "").startswith(WEB_PREFIX)
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -54,11 +58,12 @@ class RequestIdMiddleware:
                 started = True
                 headers = MutableHeaders(scope=message)
                 headers[HEADER] = rid
-                for name, value in CORS_HEADERS.items():
-                    headers.setdefault(name, value)
+                if not web:
+                    for name, value in CORS_HEADERS.items():
+                        headers.setdefault(name, value)
             await send(message)
 
-        if scope["method"] == "OPTIONS":
+        if scope["method"] == "OPTIONS" and not web:
             await send_with_id(
                 {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
             )

@@ -35,6 +35,7 @@ _REASONS = {
     403: "The key may not access this namespace",
     404: "The resource does not exist",
     405: "Method not allowed",
+    406: "Not acceptable: the web action extension is not supported",
     409: "Conflict: the resource exists, or was modified concurrently",
     413: "The request or one of its fields is too large",
     429: "Throttled",

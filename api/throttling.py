@@ -12,6 +12,8 @@ class Throttling(Protocol):
 
     async def check_invoke(self, namespace: str, count: int = 1) -> None: ...
 
+    async def check_web(self, namespace: str) -> None: ...
+
 
 class Unthrottled:
     """Admits everything: an app built without throttles (tests of one route, benchmarks of the API alone)."""
@@ -20,6 +22,9 @@ class Unthrottled:
         return None
 
     async def check_invoke(self, namespace: str, count: int = 1) -> None:
+        return None
+
+    async def check_web(self, namespace: str) -> None:
         return None
 
 

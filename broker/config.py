@@ -59,6 +59,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invocations_per_minute: int = INVOCATIONS_PER_MINUTE
     concurrent_invocations: int = CONCURRENT_INVOCATIONS
     fires_per_minute: int = FIRES_PER_MINUTE
+    # Anonymous web action requests a namespace's web actions take per minute, per API process (Squall's own
+    # bound: OpenWhisk has none beyond invocationsPerMinute, which the runs count against too).
+    web_requests_per_minute: int = 600
+    # How long a web action request waits for its run before answering 202 "Response not yet ready."
+    # (OpenWhisk's controller.activation.max-wait-for-blocking-activation, 60 s).
+    web_action_wait_s: float = 60.0
 
     # How many days activation records are kept where a namespace's limits set no `activationRetentionDays`;
     # the broker's upkeep deletes older ones.

@@ -29,6 +29,12 @@ class NotFound(SquallError):
     default_message = "The requested resource does not exist."
 
 
+class NotAcceptable(SquallError):
+    """A web action URL whose extension is none of the supported ones."""
+
+    default_message = "The requested content type is not supported."
+
+
 class Conflict(SquallError):
     default_message = "resource already exists"
 

@@ -31,6 +31,7 @@ from broker.namespaces import Namespace
 
 INVOKE: Final = "invoke"
 FIRE: Final = "fire"
+WEB: Final = "web"
 
 # How long a reading of the INVOKE stream stands in for the truth. Activations admitted since are added to it;
 # those that finished since are not taken off, so a reading is read again before it is allowed to refuse.
@@ -220,6 +221,7 @@ class Throttles:
         self.bus = bus
         self.store = store
         self.defaults = namespace_defaults(settings)
+        self.web_per_minute = settings.web_requests_per_minute
         self._minutes = MinuteCounter(clock)
         self._booking = MinuteBooking(clock)
         self._in_flight = InFlightGauge(self._count_in_flight, ttl_s=in_flight_ttl_s)
@@ -251,6 +253,14 @@ class Throttles:
         """Count one trigger fire; Throttled (429) past the namespace's `firesPerMinute`."""
         limits = await self.limits_of(namespace)
         refusal = too_many_per_minute(self._minutes.add((FIRE, namespace)), limits.firesPerMinute)
+        if refusal is not None:
+            raise Throttled(refusal)
+
+    async def check_web(self, namespace: str) -> None:
+        """Count one anonymous web action request to `namespace`; Throttled (429) past `web_requests_per_minute`.
+        Every such request counts (OPTIONS and refused ones too), so anonymous traffic has a bound of its own
+        on top of `invocationsPerMinute`, which its runs are charged to as well."""
+        refusal = too_many_per_minute(self._minutes.add((WEB, namespace)), self.web_per_minute)
         if refusal is not None:
             raise Throttled(refusal)
 
