@@ -85,6 +85,11 @@ class EntityStore:
     def __init__(self, bus: JetStreamBus) -> None:
         self._bus = bus
 
+    @property
+    def bus(self) -> JetStreamBus:
+        """The bus the store reads and writes through (the API's live streams read ACTIVATIONS on it)."""
+        return self._bus
+
     # -- entities ----------------------------------------------------------------------------------
 
     async def get(self, collection: Collection[E], namespace: str, name: str) -> Stored[E]:
