@@ -38,9 +38,10 @@ def frame(event: str, data: bytes, position: int | None = None) -> bytes:
 class EventStream:
     """An ASGI response: `events` yields (position, data) pairs, sent as `event: <name>` with `id: <position>`.
 
-    It ends when `events` ends, the client disconnects, `closing` is set (a final comment says so), a send
-    waits more than `stall_s` for the client (a final `event: overflow` names the last position delivered), or
-    `events` fails (a final `event: error`). `on_end(reason)` runs once, whatever happened.
+        It ends when `events` ends, the client disconnects, `closing` is set (a final comment says so), a send
+        waits more than `stall_s` for the client (a final `event: overflow` names the last position delivered), or
+        `events` fails (a final `event: error`). `on_stall()` runs when a client is found too slow, `on_end(reason)` once
+    the stream is over, whatever happened.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class EventStream:
         stall_s: float,
         closing: asyncio.Event,
         on_end: Callable[[str], None],
+        on_stall: Callable[[], None] = lambda: None,
         start_position: int | None = None,
     ) -> None:
         self.events = events
@@ -60,6 +62,7 @@ class EventStream:
         self.stall_s = stall_s
         self.closing = closing
         self.on_end = on_end
+        self.on_stall = on_stall
         self.delivered = start_position  # the last position the client was sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,11 +138,12 @@ class EventStream:
         return True
 
     async def _cut(self, send: Send) -> str:
+        self.on_stall()
         resume = {"error": "The client read too slowly; resume from the last event id.", "lastEventId": None}
         if self.delivered is not None:
             resume["lastEventId"] = str(self.delivered)
-        # The client may still read what was sent, then this: it waits as long as a record did.
-        await self._last(send, frame("overflow", codec.encode(resume), self.delivered), self.stall_s)
+        # A client that reads again soon gets what was sent, then this; the wait is bounded like a record's.
+        await self._last(send, frame("overflow", codec.encode(resume), self.delivered), 2 * self.stall_s)
         return "slow"
 
     def _resume_comment(self, why: str) -> bytes:

@@ -16,6 +16,8 @@ class StreamHub:
         self.closing = asyncio.Event()
         self._open: Counter[str] = Counter()
         self.ended: Counter[str] = Counter()  # why streams ended: "disconnected", "slow", "shutdown", …
+        self.most_held = 0  # the most records one stream held for its client at once: its memory bound
+        self.stalled = 0  # clients found too slow, counted when found (their stream ends after a last notice)
 
     def open(self, namespace: str) -> None:
         """Take a slot for a new stream of `namespace`, or refuse it (429) past the cap or while draining."""
@@ -27,11 +29,15 @@ class StreamHub:
             )
         self._open[namespace] += 1
 
-    def release(self, namespace: str, reason: str) -> None:
+    def release(self, namespace: str, reason: str, held: int = 0) -> None:
+        self.most_held = max(self.most_held, held)
         self._open[namespace] -= 1
         if self._open[namespace] <= 0:
             del self._open[namespace]
         self.ended[reason] += 1
+
+    def stall(self) -> None:
+        self.stalled += 1
 
     def open_streams(self, namespace: str | None = None) -> int:
         return sum(self._open.values()) if namespace is None else self._open[namespace]

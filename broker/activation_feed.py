@@ -26,6 +26,9 @@ from broker.errors import NotFound
 log = logging.getLogger("squall.activation_feed")
 
 HISTORY_PAGE = 256
+# A `since` start reads JetStream from this long before `since`: the stream's timestamps are the NATS server's
+# clock, a record's `start` its writer's; the filter drops what started earlier.
+SINCE_SLACK_MS = 10_000
 
 
 class Item(NamedTuple):
@@ -63,6 +66,12 @@ class ActivationFeed:
         self.window = window
         self.position: int | None = start.after
         self.tail: ActivationTail | None = None  # the one open now, for its measurements
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """The most JetStream messages held at once for the reader (each tail's `high_water`)."""
+        return max(self._held, self.tail.high_water if self.tail is not None else 0)
 
     async def items(self) -> AsyncIterator[Item]:
         start_ms: int | None = None
@@ -82,7 +91,7 @@ class ActivationFeed:
                     start_ms=start_ms if after is None else None,
                     window=self.window,
                 ) as tail:
-                    self.tail = tail
+                    self._held, self.tail = self.held, tail
                     first = True
                     while True:
                         entry = await tail.next()
@@ -103,7 +112,7 @@ class ActivationFeed:
         stored = await self.store.first_position_since(self.namespace, since)
         if stored is not None and stored < await first_position(self.bus):
             return stored - 1, None
-        return None, since  # every record that started since then was published since then
+        return None, since - SINCE_SLACK_MS  # a record is published after it started
 
     async def _history(self, before: int | None = None) -> AsyncIterator[Item]:
         """Records from MongoDB after the current position, up to JetStream's first one (or `before`)."""

@@ -124,7 +124,8 @@ async def stream_activations(request: Request, identity: Identity) -> Response:
         heartbeat_s=settings.stream_heartbeat_s,
         stall_s=settings.stream_stall_s,
         closing=hub.closing,
-        on_end=lambda reason: hub.release(namespace, reason),
+        on_end=lambda reason: hub.release(namespace, reason, feed.held),
+        on_stall=hub.stall,
         start_position=start.after,
     )
     return StreamResponse(stream)
