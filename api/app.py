@@ -12,6 +12,7 @@ from api.gateway import InvokeGateway
 from api.middleware import RequestIdMiddleware
 from api.routes import (
     actions,
+    activation_stream,
     activations,
     deadletters,
     feeds,
@@ -26,6 +27,7 @@ from api.routes import (
     triggers,
     web,
 )
+from api.stream_hub import StreamHub
 from api.throttling import UNTHROTTLED, Throttling
 from broker.activation_store import ActivationStore
 from broker.config import Settings
@@ -42,6 +44,7 @@ ROUTES: list[BaseRoute] = [
     *fire.routes,
     *feeds.routes,
     *rules.routes,
+    *activation_stream.routes,  # before `…/activations/{id}`, which would take `stream` for an id
     *activations.routes,
     *deadletters.routes,
     *web.routes,
@@ -68,7 +71,12 @@ def create_app(
     # OpenWhisk answers `…/triggers/` itself; a 307 to `…/triggers` would turn a PUT into a 405.
     app.router.redirect_slashes = False
     shared = AppState(
-        settings=settings, store=store, activations=activations, keys=keys or store, throttles=throttles
+        settings=settings,
+        store=store,
+        activations=activations,
+        keys=keys or store,
+        throttles=throttles,
+        streams=StreamHub(settings.streams_per_namespace),
     )
     if gateway is not None:
         shared.gateway = gateway

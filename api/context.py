@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from api.auth import Identity, authenticate
 from api.gateway import InvokeGateway
+from api.stream_hub import StreamHub
 from api.throttling import UNTHROTTLED, Throttling
 from broker import codec
 from broker.activation_store import ActivationStore
@@ -37,6 +38,7 @@ class AppState:
     keys: KeyLookup  # the store itself, or a cache in front of it
     throttles: Throttling = UNTHROTTLED  # an app given none throttles nothing
     openapi_document: bytes | None = None  # the routes do not change while the app runs
+    streams: StreamHub = field(default_factory=lambda: StreamHub(20))  # open activation streams
     _gateway: InvokeGateway | None = field(default=None, init=False)
 
     @property

@@ -37,6 +37,9 @@ ENTITY_PATH = "entityPath"
 # hold (integers past 64 bits, `$`-prefixed or dotted keys); one such record must never block the
 # recorder. The queried fields are kept beside it as real BSON.
 RECORD = "record"
+# The record's sequence on the ACTIVATIONS stream: its position in a live stream (api/routes/activation_stream.py),
+# so that a position older than what JetStream still keeps is served from here, in the same order.
+POSITION = "streamSeq"
 _QUERIED = ("namespace", "name", "activationId", "start")
 _PROJECTION = {"_id": 0, RECORD: 1, "activationId": 1}  # only what a read decodes
 # `activationId` breaks ties between records of the same millisecond, so that `skip` pages are stable; unlike
@@ -52,6 +55,8 @@ BY_PATH = [
     ("start", DESCENDING),
     ("activationId", DESCENDING),
 ]
+# A namespace's records in stream order: resuming a live stream from a position JetStream no longer holds.
+BY_POSITION = [("namespace", ASCENDING), (POSITION, ASCENDING)]
 # Indexes earlier versions created. The list indexes without `activationId` would only cost writes now; the
 # TTL index on `expiresAt` costs every read on nx-27017, which purges expired records before each query with
 # a scan (a get by id: 1 ms without it, 360 ms with it at 200k records). Retention is the upkeep's sweep now.
@@ -60,12 +65,13 @@ _SUPERSEDED = {("namespace", "start"), ("namespace", ENTITY_PATH, "start"), ("ex
 Document = dict[str, Any]
 
 
-def to_document(record: Activation, batch: str | None = None) -> Document:
+def to_document(record: Activation, batch: str | None = None, position: int | None = None) -> Document:
     """The stored form: the record as JSON, its queried fields and the `name=` path.
 
     `_id` is the activation id: unique like `activationId`, and the one field nx-27017 can look many records up
     by at once (`$in` on any other field reads every record), which settling counts and sweeping need.
-    `batch` names the write that stored the record; its count changes are settled from it.
+    `batch` names the write that stored the record; its count changes are settled from it. `position` is its
+    ACTIVATIONS stream sequence, when it came from the stream.
     """
     doc: Document = {"_id": record.activationId}
     doc.update((field, getattr(record, field)) for field in _QUERIED)
@@ -73,6 +79,8 @@ def to_document(record: Activation, batch: str | None = None) -> Document:
     doc[ENTITY_PATH] = entity_path(record)
     if batch is not None:
         doc[BATCH] = batch
+    if position is not None:
+        doc[POSITION] = position
     return doc
 
 
@@ -218,19 +226,25 @@ class ActivationStore:
             await c.create_index([("activationId", ASCENDING)], unique=True, name="activationId")
             await c.create_index(BY_NAMESPACE, name="ns_start_id")
             await c.create_index(BY_PATH, name="ns_path_start_id")
+            await c.create_index(BY_POSITION, name="ns_position")
             for name in superseded_indexes(await c.index_information()):
                 await c.drop_index(name)
             await self.counts.provision(BY_NAMESPACE, BY_PATH)
 
-    async def insert(self, record: Activation) -> bool:
+    async def insert(self, record: Activation, position: int | None = None) -> bool:
         """Store one record; False if its activationId was already stored (the first version is kept)."""
-        return await self.insert_many([record]) == 1
+        return await self.insert_many([record], None if position is None else [position]) == 1
 
-    async def insert_many(self, records: Iterable[Activation]) -> int:
+    async def insert_many(
+        self, records: Iterable[Activation], positions: Iterable[int | None] | None = None
+    ) -> int:
         """Store records in one unordered batch, and count them; already stored activationIds are skipped
-        silently and not counted again. Returns how many were new."""
+        silently and not counted again. `positions` are their ACTIVATIONS sequences, in the same order.
+        Returns how many were new."""
         batch = new_activation_id()
-        docs = [to_document(r, batch) for r in records]
+        records = builtins.list(records)
+        where = builtins.list(positions) if positions is not None else [None] * len(records)
+        docs = [to_document(r, batch, p) for r, p in zip(records, where, strict=True)]
         if not docs:
             return 0
         named = ((d["_id"], d["namespace"], d[ENTITY_PATH], batch) for d in docs)
@@ -280,6 +294,47 @@ class ActivationStore:
             )
             docs = await cursor.to_list()
         return [from_document(d) for d in docs]
+
+    # -- positions: resuming a live stream ------------------------------------------------------------------
+
+    async def after_position(
+        self, namespace: str, after: int, before: int, limit: int
+    ) -> builtins.list[tuple[int, Activation]]:
+        """Up to `limit` of a namespace's records whose position lies between `after` and `before` (both
+        excluded), in position order, with their positions."""
+        query = {"namespace": eq(namespace), POSITION: {"$gt": after, "$lt": before}}
+        projection = {"_id": 0, RECORD: 1, "activationId": 1, POSITION: 1}
+        with self._translated():
+            cursor = self.collection.find(
+                query, projection, sort=[(POSITION, ASCENDING)], limit=limit, hint=BY_POSITION
+            )
+            docs = await cursor.to_list()
+        return [(int(d[POSITION]), from_document(d)) for d in docs]
+
+    async def position_of(self, namespace: str, activation_id: str) -> int | None:
+        """The position of a stored record (NotFound if there is none; None if it was stored without one)."""
+        validate_activation_id(activation_id)
+        query = {"activationId": eq(activation_id), "namespace": eq(namespace)}
+        with self._translated():
+            doc = await self.collection.find_one(query, {"_id": 0, POSITION: 1})
+        if doc is None:
+            raise NotFound()
+        found = doc.get(POSITION)
+        return None if found is None else int(found)
+
+    async def first_position_since(self, namespace: str, since: int) -> int | None:
+        """The smallest position among a namespace's records that started at or after `since` (None: none).
+
+        A record is published once it ends, so positions do not follow `start`: the range on `start` is read
+        from the list index and the smallest position taken from it; a stream resumed with `since` sends
+        every record of that range anyway.
+        """
+        query = {"namespace": eq(namespace), "start": {"$gte": since}, POSITION: {"$exists": True}}
+        with self._translated():
+            doc = await self.collection.find_one(
+                query, {"_id": 0, POSITION: 1}, sort=[(POSITION, ASCENDING)], hint=BY_NAMESPACE
+            )
+        return None if doc is None else int(doc[POSITION])
 
     async def count(
         self, namespace: str, *, name: str | None = None, since: int | None = None, upto: int | None = None

@@ -101,6 +101,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     feeds_missed_ticks: str = "last"
     feeds_takeover_s: float = 10.0
 
+    # Live activation streams (GET …/activations/stream): a comment line this often keeps proxies from closing
+    # an idle one; at most this many open per namespace in each API process (429 past it); a client that takes
+    # nothing for `stream_stall_s` while records wait for it is cut off, with the position to resume from; each
+    # stream holds at most `stream_window` records for its client.
+    stream_heartbeat_s: float = 15.0
+    streams_per_namespace: int = 20
+    stream_stall_s: float = 10.0
+    stream_window: int = 64
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"

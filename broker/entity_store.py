@@ -87,6 +87,7 @@ class EntityStore:
 
     @property
     def bus(self) -> JetStreamBus:
+        """The bus the store reads and writes through (the API's live streams read ACTIVATIONS on it)."""
         return self._bus
 
     # -- entities ----------------------------------------------------------------------------------

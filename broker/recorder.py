@@ -68,9 +68,18 @@ class ActivationRecorder:
 
     async def _record(self, batch: list[Delivery[Activation]]) -> None:
         large = [d for d in batch if d.header(large_records.OBJECT_HEADER)]
-        await self.store.insert_many([d.value for d in batch if not d.header(large_records.OBJECT_HEADER)])
+        small = [d for d in batch if not d.header(large_records.OBJECT_HEADER)]
+        # Each record keeps its stream sequence: the position a live stream resumes from once JetStream
+        # no longer holds it (api/routes/activation_stream.py).
+        await self.store.insert_many([d.value for d in small], [position(d) for d in small])
         for delivery in large:
             name = delivery.header(large_records.OBJECT_HEADER)
-            await self.store.insert(await large_records.load(self.bus, delivery.msg.data, name))
+            record = await large_records.load(self.bus, delivery.msg.data, name)
+            await self.store.insert(record, position(delivery))
         for delivery in large:  # only once MongoDB has them: a crash before this redelivers, and loads again
             await large_records.forget(self.bus, delivery.header(large_records.OBJECT_HEADER) or "")
+
+
+def position(delivery: Delivery[Activation]) -> int:
+    """A record's ACTIVATIONS stream sequence."""
+    return int(delivery.msg.metadata.sequence.stream)

@@ -100,6 +100,11 @@ def activation_subject(namespace: str, name: str) -> str:
     return f"activation.{token(namespace)}.{token(name)}"
 
 
+def activation_filter(namespace: str) -> str:
+    """Every activation record of `namespace` on ACTIVATIONS: what a live stream of it reads."""
+    return f"activation.{token(namespace)}.>"
+
+
 def deadletter_subject(namespace: str, letter_id: str | None = None) -> str:
     """`deadletter.<ns>.<id>`: one dead letter, by its first attempt's activation id (broker/dead_letters.py);
     without an id, the filter of every letter of the namespace."""

@@ -27,6 +27,11 @@ INVOKE_QUEUE_PREFIX: Final = "queue-"
 # The one engine consumer of TRIGGERS of earlier versions: read until drained, then removed (rule_engine.py).
 LEGACY_RULE_ENGINE: Final = "rule-engine"
 
+# Live activation streams read ACTIVATIONS through ephemeral consumers (broker/activation_tail.py): in memory,
+# unacknowledged, one per open stream, and removed by the server this long after their reader stopped pulling, so
+# an API that crashed leaves none behind.
+STREAM_READER_INACTIVE_S: Final = 30.0
+
 # Deliveries of one message before its handler gives up and records the failure instead of trying again.
 MAX_DELIVERIES: Final = 5
 # A heartbeat nobody refreshed for this long is forgotten (the invoker disappears from `GET /invokers`).

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from api.app import create_app
+from api.context import app_state
 from api.gateway import InvokeGateway
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
@@ -65,7 +66,11 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
         async with ApiServer(
             app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
         ) as api:
-            yield api
+            try:
+                yield api
+            finally:
+                # Live streams never end by themselves: end them first, or the drain would wait them out.
+                app_state(app).streams.close()
 
 
 @contextlib.asynccontextmanager

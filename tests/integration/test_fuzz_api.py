@@ -162,7 +162,13 @@ def fuzz(base_url: str, key: str, activation_id: str) -> list[str]:
     session = requests.Session()
     session.headers.update(basic(key))
     failures: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # A live activation stream never ends, so a fuzzed call could only time out: test_activation_stream.py
+    # covers its parameters against a real server instead.
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if not op.path.endswith("/activations/stream")
+    ]
     for pass_, mode, examples in PLAN:
 
         def run(case: Case, reseed: bool = pass_ == "existing") -> None:
