@@ -456,15 +456,51 @@ const catalog = () => {
   ]
 }
 
-const GROUPS = { namespaces, packages, triggers, rules, actions, activations, errors, catalog }
+// The feed lifecycle as the client's feeds.test.js drives it on /whisk.system/alarms/alarm: each call is a
+// blocking invoke of the feed action, answered by the feeds role. Needs a standalone (runs with `catalog`).
+const feeds = () => {
+  const trigger = `compat-feed-${suffix}`
+  const feed = `/${SYSTEM}/alarms/alarm`
+  return [
+    ['feeds.create on /whisk.system/alarms/alarm succeeds', async () => {
+      await ow.triggers.create({ name: trigger, trigger: { annotations: [{ key: 'feed', value: feed }] } })
+      const created = await ow.feeds.create({ name: feed, trigger, params: { cron: '0 0 1 1 *' } })
+      assert.equal(created.response.success, true, JSON.stringify(created.response))
+    }],
+    ['feeds.get reads its config and health', async () => {
+      const read = await ow.feeds.get({ name: feed, trigger })
+      assert.equal(read.response.success, true, JSON.stringify(read.response))
+      assert.equal(read.response.result.config.cron, '0 0 1 1 *')
+      assert.equal(read.response.result.status.active, true)
+    }],
+    ['feeds.update changes it', async () => {
+      const updated = await ow.feeds.update({ name: feed, trigger, params: { cron: '0 0 2 1 *' } })
+      assert.equal(updated.response.success, true, JSON.stringify(updated.response))
+      const read = await ow.feeds.get({ name: feed, trigger })
+      assert.equal(read.response.result.config.cron, '0 0 2 1 *')
+    }],
+    ['feeds.delete removes it', async () => {
+      const deleted = await ow.feeds.delete({ name: feed, trigger })
+      assert.equal(deleted.response.success, true, JSON.stringify(deleted.response))
+      // A failed feed action answers 502 with its record, whose result says why (as OpenWhisk's alarms do).
+      const gone = await ow.feeds.get({ name: feed, trigger }).then(() => null, err => err)
+      assert.ok(gone, 'reading a deleted feed fails')
+      assert.equal(gone.statusCode, 502)
+      assert.equal(gone.error.response.result.statusCode, 404, JSON.stringify(gone.error.response))
+      await ow.triggers.delete({ name: trigger })
+    }]
+  ]
+}
+
+const GROUPS = { namespaces, packages, triggers, rules, actions, activations, errors, catalog, feeds }
 
 async function main () {
   const only = process.argv.slice(2)
   let passed = 0
   let failed = 0
   for (const [group, steps] of Object.entries(GROUPS)) {
-    // The catalog group needs a server that runs actions: it runs only when named.
-    if (only.length ? !only.includes(group) : group === 'catalog') continue
+    // The catalog and feeds groups need a server that runs actions and feeds: they run only when named.
+    if (only.length ? !only.includes(group) : ['catalog', 'feeds'].includes(group)) continue
     let broken = null
     for (const [name, step] of steps()) {
       const label = `${group}: ${name}`
