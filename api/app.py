@@ -24,6 +24,7 @@ from api.routes import (
     packages,
     rules,
     triggers,
+    webhooks,
 )
 from api.throttling import UNTHROTTLED, Throttling
 from broker.activation_store import ActivationStore
@@ -40,6 +41,7 @@ ROUTES: list[BaseRoute] = [
     *triggers.routes,
     *fire.routes,
     *feeds.routes,
+    *webhooks.routes,
     *rules.routes,
     *activations.routes,
     *deadletters.routes,
