@@ -101,12 +101,9 @@ class NatsFeedProvider:
     def configure(
         self, params: Mapping[str, Any], previous: Mapping[str, Any] | None, now_ms: int
     ) -> dict[str, Any]:
+        """The subject is checked by `check_scope`, which knows the namespace (and so the allowed prefix)."""
         subject = params.get("subject", (previous or {}).get("subject"))
-        if not isinstance(subject, str) or not subject:
-            raise BadRequest(
-                "The parameter 'subject' is required: a NATS subject under 'events.<namespace>.'."
-            )
-        return {"subject": subject}
+        return {} if subject is None else {"subject": subject}
 
     def check_scope(self, namespace: str, config: Mapping[str, Any]) -> None:
         check_subject(namespace, config.get("subject"))

@@ -144,7 +144,10 @@ class NatsFeedRunner:
         }
         for key, registration in listed.items():
             if key not in self._touched:
-                await self._follow(key, registration)
+                try:
+                    await self._follow(key, registration)
+                except SquallError as exc:  # one feed's consumer failing must not keep the others from firing
+                    log.warning("NATS feeds: cannot follow %s: %s", key, exc.message)
         for key in set(self._durables) - set(listed) - self._touched:
             await self._drop(key)
         if remove_strays:

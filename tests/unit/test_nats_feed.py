@@ -72,8 +72,8 @@ def test_the_provider_checks_scope_at_create_and_keeps_the_subject_on_update() -
     with pytest.raises(BadRequest):
         provider.check_scope("other", config)
     assert provider.configure({}, config, 1) == config
-    with pytest.raises(BadRequest, match="required"):
-        provider.configure({}, None, 0)
+    with pytest.raises(BadRequest, match=r"required: a NATS subject under 'events\.ns\.'"):
+        provider.check_scope("ns", provider.configure({}, None, 0))
 
 
 def test_payloads() -> None:
