@@ -26,6 +26,7 @@ from api.routes import (
     rules,
     triggers,
     web,
+    webhooks,
 )
 from api.stream_hub import StreamHub
 from api.throttling import UNTHROTTLED, Throttling
@@ -43,6 +44,7 @@ ROUTES: list[BaseRoute] = [
     *triggers.routes,
     *fire.routes,
     *feeds.routes,
+    *webhooks.routes,
     *rules.routes,
     *activation_stream.routes,  # before `…/activations/{id}`, which would take `stream` for an id
     *activations.routes,

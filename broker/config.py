@@ -100,6 +100,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # alarms over) are all fired, their idempotency keys making any already fired a no-op.
     feeds_missed_ticks: str = "last"
     feeds_takeover_s: float = 10.0
+    # Webhooks: the URL senders reach the API at (behind a proxy or load balancer), empty: `api_url`; and how
+    # long a delivery id is remembered so that a sender's retry of it fires nothing (Stripe retries for 3 days).
+    webhook_base_url: str = ""
+    webhook_replay_window_s: float = 3 * 86400.0
+    # The EVENTS stream (`events.<ns>.…`, what NATS-subject feeds fire on): kept this long, and at most this big
+    # (the oldest messages go first).
+    events_max_age_hours: float = 24.0
+    events_max_mb: int = 1024
 
     # Live activation streams (GET …/activations/stream): a comment line this often keeps proxies from closing
     # an idle one; at most this many open per namespace in each API process (429 past it); a client that takes
@@ -142,6 +150,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def api_url(self) -> str:
         """Where the API is reached, `http://host:port`: what actions get as `__OW_API_HOST`."""
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """Where webhook senders reach the API."""
+        return self.webhook_base_url.rstrip("/") or self.api_url
 
     def with_backbone(self, nats_url: str, mongodb_uri: str) -> Settings:
         """The same settings pointing at the servers actually in use (e.g. embedded ones)."""

@@ -3,6 +3,8 @@ topology (broker/topology.py), consumer states, and publish acknowledgements."""
 
 from __future__ import annotations
 
+import datetime
+
 import msgspec
 import nats.js.errors
 from nats.js import api
@@ -78,12 +80,18 @@ def stream_config(spec: StreamSpec) -> api.StreamConfig:
 
 
 def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
+    policy = api.DeliverPolicy.NEW if spec.deliver == "new" else api.DeliverPolicy.ALL
+    since = None
+    if spec.deliver_since_ms is not None:
+        policy = api.DeliverPolicy.BY_START_TIME
+        since = datetime.datetime.fromtimestamp(spec.deliver_since_ms / 1000, datetime.UTC)
     return api.ConsumerConfig(
         name=spec.durable,
         durable_name=spec.durable,
         filter_subject=spec.filter_subject,
         ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.NEW if spec.deliver == "new" else api.DeliverPolicy.ALL,
+        deliver_policy=policy,
+        opt_start_time=since,
         ack_wait=spec.ack_wait_s,
         max_ack_pending=spec.max_ack_pending,
         max_waiting=spec.max_waiting,

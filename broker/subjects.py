@@ -9,11 +9,14 @@ TRIGGERS_STREAM = "TRIGGERS"
 INVOKE_STREAM = "INVOKE"
 ACTIVATIONS_STREAM = "ACTIVATIONS"
 DEADLETTER_STREAM = "DEADLETTER"
+# Where services publish the events a namespace's NATS-subject feeds fire on: `events.<ns token>.…`.
+EVENTS_STREAM = "EVENTS"
 
 TRIGGERS_SUBJECTS = "trigger.>"
 INVOKE_SUBJECTS = "invoke.>"
 ACTIVATIONS_SUBJECTS = "activation.>"
 DEADLETTER_SUBJECTS = "deadletter.>"
+EVENTS_SUBJECTS = "events.>"
 
 # KV buckets. Actions, triggers, rules and packages share one bucket keyed `<ns>.<name>` because
 # OpenWhisk names are unique across those collections within a namespace: KV `create` enforces it.
@@ -29,6 +32,8 @@ LARGE_RECORDS_BUCKET = "squall_large_records"
 # by the feeds role as it fires), kept apart so that firing never races a lifecycle call's write.
 FEEDS_BUCKET = "squall_feeds"
 FEED_STATUS_BUCKET = "squall_feed_status"
+# Webhook delivery ids already fired (broker/webhook_deliveries.py), kept for as long as senders retry.
+WEBHOOK_DELIVERIES_BUCKET = "squall_webhook_deliveries"
 # Core NATS subject on which the feeds role serves the lifecycle calls of the catalog's feed actions.
 FEED_LIFECYCLE_SUBJECT = "squall.feeds.lifecycle"
 
@@ -109,6 +114,12 @@ def deadletter_subject(namespace: str, letter_id: str | None = None) -> str:
     """`deadletter.<ns>.<id>`: one dead letter, by its first attempt's activation id (broker/dead_letters.py);
     without an id, the filter of every letter of the namespace."""
     return f"deadletter.{token(namespace)}.{'*' if letter_id is None else token(letter_id)}"
+
+
+def events_prefix(namespace: str) -> str:
+    """The subjects under which a namespace's events are published (and its NATS feeds may listen): this prefix
+    followed by at least one more token."""
+    return f"events.{token(namespace)}."
 
 
 def entity_key(namespace: str, name: str) -> str:

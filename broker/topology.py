@@ -78,6 +78,9 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
     durable: str
     filter_subject: str | None = None
     deliver: DeliverFrom = "all"
+    # Deliver what was stored from this instant on (epoch ms) instead: a consumer made some time after the
+    # thing it serves (a NATS feed's, after its CREATE) still sees every message since.
+    deliver_since_ms: int | None = None
     ack_wait_s: float = 30.0
     max_deliveries: int = MAX_DELIVERIES
     max_ack_pending: int = -1  # -1: unbounded; each worker bounds its own in-flight work
@@ -127,6 +130,15 @@ def topology(settings: Settings) -> Topology:
                 max_age_s=history_age,
                 replicas=replicas,
             ),
+            # Events services publish for the NATS-subject feeds (`events.<ns>.…`): each feed's consumer reads
+            # them; bounded by age and size, the oldest dropped first, so a feed paused for long loses the oldest.
+            StreamSpec(
+                name=subjects.EVENTS_STREAM,
+                subjects=(subjects.EVENTS_SUBJECTS,),
+                max_age_s=settings.events_max_age_hours * 3600.0,
+                max_bytes=settings.events_max_mb * 1024 * 1024,
+                replicas=replicas,
+            ),
             # Dead letters wait for a human: they never age out.
             StreamSpec(
                 name=subjects.DEADLETTER_STREAM,
@@ -141,6 +153,12 @@ def topology(settings: Settings) -> Topology:
             BucketSpec(name=INVOKERS_BUCKET, ttl_s=INVOKERS_FORGET_AFTER_S, replicas=replicas),
             BucketSpec(name=subjects.FEEDS_BUCKET, replicas=replicas),
             BucketSpec(name=subjects.FEED_STATUS_BUCKET, replicas=replicas),
+            # Fired webhook deliveries: the marks expire once no sender would retry any more.
+            BucketSpec(
+                name=subjects.WEBHOOK_DELIVERIES_BUCKET,
+                ttl_s=settings.webhook_replay_window_s,
+                replicas=replicas,
+            ),
         ),
         object_stores=(
             ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),

@@ -35,7 +35,7 @@ from broker.feed_registry import (
 )
 from broker.invocations import Invocation
 from broker.namespaces import key_matches, split_key
-from feeds.providers import FeedProvider, provider_parameters
+from feeds.providers import FeedProvider, check_scope, provider_parameters
 
 log = logging.getLogger("squall.feeds")
 
@@ -192,12 +192,14 @@ class FeedLifecycle:
         await self.store.get(TRIGGERS, namespace, trigger)  # NotFound, or WrongCollection (409)
         now = now_ms()
         if event == CREATE:
+            config = provider.configure(provider_parameters(params), None, now)
+            check_scope(provider, namespace, config)
             registration = FeedRegistration(
                 namespace=namespace,
                 trigger=trigger,
                 feed=f"/{action.namespace}/{action.name}",
                 provider=provider.name,
-                config=provider.configure(provider_parameters(params), None, now),
+                config=config,
                 subject=key_uuid,
                 created=now,
                 updated=now,
@@ -211,6 +213,7 @@ class FeedLifecycle:
             return await self._read(provider, registration)
         if event == UPDATE:
             config = provider.configure(provider_parameters(params), registration.config, now)
+            check_scope(provider, namespace, config)
             changed = msgspec.structs.replace(registration, config=config, updated=now)
         else:  # PAUSE / UNPAUSE
             paused = event == PAUSE

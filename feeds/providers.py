@@ -8,7 +8,7 @@ records — and asks the provider only what is particular to it. Firing is each 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from broker.feed_registry import FeedRegistration
 
@@ -32,6 +32,22 @@ class FeedProvider(Protocol):
         """What a CREATE answers and a READ shows in `config` besides the stored configuration (e.g. a
         webhook's URL and secret); usually nothing."""
         ...
+
+
+@runtime_checkable
+class ScopedProvider(Protocol):
+    """A provider whose configuration is valid only within the trigger's namespace (a NATS feed's subject must
+    lie under the namespace's prefix). Optional: the lifecycle asks it after `configure` when a provider has it,
+    so providers without namespace rules keep `FeedProvider`'s signature."""
+
+    def check_scope(self, namespace: str, config: Mapping[str, Any]) -> None:
+        """BadRequest with a clear message when `config` reaches outside `namespace`."""
+        ...
+
+
+def check_scope(provider: FeedProvider, namespace: str, config: Mapping[str, Any]) -> None:
+    if isinstance(provider, ScopedProvider):
+        provider.check_scope(namespace, config)
 
 
 def provider_parameters(params: Mapping[str, Any]) -> dict[str, Any]:

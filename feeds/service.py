@@ -13,12 +13,15 @@ from broker.entity_store import EntityStore
 from broker.firing import FireCheck, TriggerFiring
 from broker.queues import EventQueues
 from feeds.lifecycle import FeedLifecycle
+from feeds.nats_feed import NatsFeedProvider
+from feeds.nats_runner import NatsFeedRunner
 from feeds.providers import FeedProvider
+from feeds.webhooks import WebhookProvider
 
 
 def providers(settings: Settings) -> Sequence[FeedProvider]:
     """Every provider this build serves, by the name the catalog's `squall-feed` annotations use."""
-    return ()
+    return (WebhookProvider(settings.webhook_url), NatsFeedProvider())
 
 
 class FeedsRole:
@@ -52,6 +55,15 @@ class FeedsRole:
                     self.store,
                     self.providers,
                     system_namespace=settings.system_namespace,
+                    drain_timeout_s=settings.drain_timeout_s,
+                )
+            )
+            # Webhooks fire from the API role (api/routes/webhooks.py); NATS subjects from here.
+            self.nats_feeds = await stack.enter_async_context(
+                NatsFeedRunner(
+                    self.bus,
+                    self.firing,
+                    ack_wait_s=settings.broker_ack_wait_s,
                     drain_timeout_s=settings.drain_timeout_s,
                 )
             )
