@@ -29,6 +29,7 @@ LARGE_RECORDS_BUCKET = "squall_large_records"
 # by the feeds role as it fires), kept apart so that firing never races a lifecycle call's write.
 FEEDS_BUCKET = "squall_feeds"
 FEED_STATUS_BUCKET = "squall_feed_status"
+FEEDS_MEMBERS_BUCKET = "squall_feeds_members"  # the live feeds processes (heartbeats)
 # Core NATS subject on which the feeds role serves the lifecycle calls of the catalog's feed actions.
 FEED_LIFECYCLE_SUBJECT = "squall.feeds.lifecycle"
 

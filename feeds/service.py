@@ -12,13 +12,16 @@ from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.firing import FireCheck, TriggerFiring
 from broker.queues import EventQueues
+from feeds.alarm_scheduler import AlarmScheduler
+from feeds.alarms import PROVIDERS as ALARM_PROVIDERS
+from feeds.alarms import AlarmProvider
 from feeds.lifecycle import FeedLifecycle
 from feeds.providers import FeedProvider
 
 
 def providers(settings: Settings) -> Sequence[FeedProvider]:
     """Every provider this build serves, by the name the catalog's `squall-feed` annotations use."""
-    return ()
+    return tuple(AlarmProvider(name) for name in ALARM_PROVIDERS)
 
 
 class FeedsRole:
@@ -54,6 +57,9 @@ class FeedsRole:
                     system_namespace=settings.system_namespace,
                     drain_timeout_s=settings.drain_timeout_s,
                 )
+            )
+            self.alarms = await stack.enter_async_context(
+                AlarmScheduler(settings, self.bus, self.store, self.firing)
             )
             self._stack = stack.pop_all()
         return self
