@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -37,6 +39,8 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     at: int  # epoch ms
     started: int = 0
+    host: str = ""  # where the process runs, for an operator looking at the bucket
+    pid: int = 0
 
 
 def owner_of(key: str, members: Iterable[str]) -> str | None:
@@ -96,7 +100,9 @@ class Membership:
             await self._kv.delete(subjects.token(self.id))
 
     async def _put(self) -> None:
-        beat = Heartbeat(id=self.id, at=now_ms(), started=self.started)
+        beat = Heartbeat(
+            id=self.id, at=now_ms(), started=self.started, host=socket.gethostname(), pid=os.getpid()
+        )
         await self._kv.put(subjects.token(self.id), codec.encode(beat))
 
     async def _beat(self) -> None:

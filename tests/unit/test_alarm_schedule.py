@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -77,7 +78,7 @@ def test_wildcard_hour_fires_in_both_passes_of_the_repeated_hour() -> None:
 
 
 def itertools_pairs(values: list[int]) -> list[tuple[int, int]]:
-    return list(zip(values, values[1:], strict=False))
+    return list(itertools.pairwise(values))
 
 
 def test_berlin_spring_forward_and_fall_back() -> None:
@@ -176,7 +177,7 @@ def test_date_checks_say_what_openwhisk_says() -> None:
     now = ms(2026, 1, 1)
     with pytest.raises(BadRequest, match="startDate parameter 'nope' is not a valid Date"):
         validate_date("nope", "startDate", now)
-    with pytest.raises(BadRequest, match="date parameter '.*' must be in the future"):
+    with pytest.raises(BadRequest, match=r"date parameter '.*' must be in the future"):
         validate_date(now - 1, "date", now)
     with pytest.raises(BadRequest, match="must be greater than the startDate parameter"):
         validate_date(now + 10, "stopDate", now, now + 20)
