@@ -345,6 +345,25 @@ class JetStreamBus:
             raise translate(exc, f"reading {stream} {subjects_filter}") from None
         return found
 
+    async def follow(
+        self, stream: str, subjects_filter: str, cb: Callable[[Msg], Awaitable[None]]
+    ) -> Subscription:
+        """The newest message of every subject matching `subjects_filter`, then every new one as it is stored,
+        in stream order, to `cb` (a KV bucket's current entries, then its changes): an ordered consumer,
+        which nats-py recreates from the last sequence seen after a gap or a reconnection. A message's
+        `metadata.num_pending` is 0 once the backlog is delivered. Unsubscribe to stop."""
+        try:
+            return await self.js.subscribe(
+                subjects_filter,
+                stream=stream,
+                cb=cb,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                inactive_threshold=SCAN_CONSUMER_TTL_S,
+            )
+        except Exception as exc:
+            raise translate(exc, f"following {stream} {subjects_filter}") from None
+
     async def last_message(self, stream: str, subject: str) -> bytes:
         """The newest message on `subject` (NotFound when there is none)."""
         try:

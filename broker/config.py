@@ -117,6 +117,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     streams_per_namespace: int = 20
     stream_stall_s: float = 10.0
     stream_window: int = 64
+    # A feeds process not heard from for this long is dead: its alarms go to the others (feeds/membership.py).
+    feeds_member_timeout_s: float = 3.0
+    # How often the alarms' statuses (last and next fire, count) are written: one write per alarm per period,
+    # not one per fire. A takeover fires again whatever a stale lastFire hides (as no-ops), so it may lag.
+    feeds_status_flush_s: float = 5.0
 
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0

@@ -34,6 +34,7 @@ FEEDS_BUCKET = "squall_feeds"
 FEED_STATUS_BUCKET = "squall_feed_status"
 # Webhook delivery ids already fired (broker/webhook_deliveries.py), kept for as long as senders retry.
 WEBHOOK_DELIVERIES_BUCKET = "squall_webhook_deliveries"
+FEEDS_MEMBERS_BUCKET = "squall_feeds_members"  # the live feeds processes (heartbeats)
 # Core NATS subject on which the feeds role serves the lifecycle calls of the catalog's feed actions.
 FEED_LIFECYCLE_SUBJECT = "squall.feeds.lifecycle"
 

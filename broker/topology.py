@@ -37,6 +37,7 @@ MAX_DELIVERIES: Final = 5
 # A heartbeat nobody refreshed for this long is forgotten (the invoker disappears from `GET /invokers`).
 INVOKERS_FORGET_AFTER_S: Final = 600.0
 INVOKERS_BUCKET: Final = "squall_invokers"
+FEEDS_MEMBERS_FORGET_AFTER_S: Final = 60.0
 
 Retention = Literal["limits", "work-queue"]
 DeliverFrom = Literal["all", "new"]
@@ -115,6 +116,9 @@ def topology(settings: Settings) -> Topology:
                 subjects=(subjects.TRIGGERS_SUBJECTS,),
                 max_age_s=history_age,
                 replicas=replicas,
+                # An alarm instant is fired again by the process that takes the alarm over (up to
+                # feeds_takeover_s late): its first fire must still be remembered then.
+                duplicate_window_s=max(DUPLICATE_WINDOW_S, 4 * settings.feeds_takeover_s),
             ),
             # Work: a message lives until an invoker acknowledges it.
             StreamSpec(
@@ -158,6 +162,11 @@ def topology(settings: Settings) -> Topology:
                 name=subjects.WEBHOOK_DELIVERIES_BUCKET,
                 ttl_s=settings.webhook_replay_window_s,
                 replicas=replicas,
+            ),
+            # Heartbeats of the live feeds processes: liveness is decided from their age (feeds/membership.py);
+            # the TTL only clears the keys of processes that died long ago.
+            BucketSpec(
+                name=subjects.FEEDS_MEMBERS_BUCKET, ttl_s=FEEDS_MEMBERS_FORGET_AFTER_S, replicas=replicas
             ),
         ),
         object_stores=(

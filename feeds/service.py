@@ -12,6 +12,9 @@ from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
 from broker.firing import FireCheck, TriggerFiring
 from broker.queues import EventQueues
+from feeds.alarm_scheduler import AlarmScheduler
+from feeds.alarms import PROVIDERS as ALARM_PROVIDERS
+from feeds.alarms import AlarmProvider
 from feeds.lifecycle import FeedLifecycle
 from feeds.nats_feed import NatsFeedProvider
 from feeds.nats_runner import NatsFeedRunner
@@ -21,7 +24,11 @@ from feeds.webhooks import WebhookProvider
 
 def providers(settings: Settings) -> Sequence[FeedProvider]:
     """Every provider this build serves, by the name the catalog's `squall-feed` annotations use."""
-    return (WebhookProvider(settings.webhook_url), NatsFeedProvider())
+    return (
+        *(AlarmProvider(name) for name in ALARM_PROVIDERS),
+        WebhookProvider(settings.webhook_url),
+        NatsFeedProvider(),
+    )
 
 
 class FeedsRole:
@@ -66,6 +73,9 @@ class FeedsRole:
                     ack_wait_s=settings.broker_ack_wait_s,
                     drain_timeout_s=settings.drain_timeout_s,
                 )
+            )
+            self.alarms = await stack.enter_async_context(
+                AlarmScheduler(settings, self.bus, self.store, self.firing)
             )
             self._stack = stack.pop_all()
         return self

@@ -29,11 +29,15 @@ def isolated_settings(nats_url: str, mongo_uri: str, tmp_path: Path) -> Settings
 
 
 class BrokerProcess:
-    """`squall serve broker` as a child process, killed without warning on request."""
+    """`squall serve broker` (or another `role`) as a child process, killed without warning on request."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, role: str = "broker", env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.log_path = log
+        self.role = role
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -43,18 +47,18 @@ class BrokerProcess:
             "SQUALL_MONGODB_URI": self.settings.mongodb_uri,
             "SQUALL_MONGODB_DATABASE": self.settings.mongodb_database,
             "SQUALL_BROKER_ACK_WAIT_S": str(self.settings.broker_ack_wait_s),
-        }
+        } | self.extra_env
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(SQUALL), "serve", "broker"], env=env, stdout=log, stderr=log, cwd=ROOT
+                [str(SQUALL), "serve", self.role], env=env, stdout=log, stderr=log, cwd=ROOT
             )
 
     async def wait_running(self, deadline_s: float = 30) -> None:
         end = time.monotonic() + deadline_s
-        while "broker role running" not in self.log_path.read_text().split("--- start ---")[-1]:
+        while f"{self.role} role running" not in self.log_path.read_text().split("--- start ---")[-1]:
             assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
             assert time.monotonic() < end, (
-                f"broker not running in {deadline_s} s:\n{self.log_path.read_text()}"
+                f"{self.role} not running in {deadline_s} s:\n{self.log_path.read_text()}"
             )
             await asyncio.sleep(0.05)
 
