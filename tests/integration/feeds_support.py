@@ -1,10 +1,9 @@
-"""What the feed tests share: the catalog's feed actions (until the catalog lands, made here, idempotently), a
+"""What the feed tests share: the catalog's feed actions (installed by the catalog's installer), a
 platform with the feeds role in process, and lifecycle calls as a client makes them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,49 +18,22 @@ from api.throttling import UNTHROTTLED
 from broker.activation_store import ActivationStore
 from broker.activations import Activation
 from broker.bus import JetStreamBus
-from broker.clock import now_ms
 from broker.config import Settings
-from broker.entities import ACTIONS, PACKAGES, Action, Exec, KeyValue, Package
 from broker.entity_store import EntityStore
-from broker.errors import Conflict, NotFound
-from broker.namespaces import Namespace
+from broker.errors import NotFound
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import RuleEngine
 from feeds.service import FeedsRole
 from runtimes.invoker import InvokerAgent
+from squall.catalog import install_catalog
 from tests.integration.test_fuzz_api import EchoPool
 
-# The catalog's feed actions: (package, action, provider).
-FEED_ACTIONS = (("webhooks", "webhook", "webhook"), ("messaging", "natsFeed", "natsFeed"))
 CODE = {"exec": {"kind": "python:default", "code": "def main(args):\n    return args\n"}}
 
 
-async def ensure_catalog(store: EntityStore, system: str) -> None:
-    """The system namespace, its published packages and feed actions; what exists already is left as it is."""
-    try:
-        await store.get_namespace(system)
-    except NotFound:
-        await store.put_namespace(Namespace(name=system, created=now_ms()))
-    for package, name, provider in FEED_ACTIONS:
-        entities: list[tuple[Any, Any]] = [
-            (PACKAGES, Package(namespace=system, name=package, publish=True)),
-            (
-                ACTIONS,
-                Action(
-                    namespace=f"{system}/{package}",
-                    name=name,
-                    publish=True,
-                    exec=Exec(kind="nodejs:18", code="function main() { return {}; }"),
-                    annotations=[
-                        KeyValue(key="feed", value=True),
-                        KeyValue(key="squall-feed", value=provider),
-                    ],
-                ),
-            ),
-        ]
-        for collection, entity in entities:
-            with contextlib.suppress(Conflict):
-                await store.create(collection, entity)
+async def ensure_catalog(store: EntityStore, settings: Settings) -> None:
+    """The whisk.system catalog with its feed actions, installed as `squall standalone` installs it."""
+    await install_catalog(store, settings)
 
 
 @pytest.fixture
@@ -74,7 +46,7 @@ async def feeds_platform(
 ) -> AsyncIterator[FeedsRole]:
     """API gateway, rule engine, an invoker whose stand-in pool echoes its arguments, the recorder, and the
     feeds role."""
-    await ensure_catalog(store, settings.system_namespace)
+    await ensure_catalog(store, settings)
     async with (
         InvokerAgent(bus, store, EchoPool()),
         InvokeGateway(bus) as gateway,

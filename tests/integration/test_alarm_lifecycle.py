@@ -23,7 +23,7 @@ from broker.feed_registry import AUTO, FeedRegistry
 from broker.throttles import Throttles
 from feeds.service import FeedsRole
 from tests.conditions import eventually
-from tests.integration.feed_catalog import ensure_alarm_feeds
+from tests.integration.feeds_support import ensure_catalog
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +33,7 @@ async def feeds(
     settings: Settings, bus: JetStreamBus, store: EntityStore, app: Starlette
 ) -> AsyncIterator[FeedsRole]:
     """The feeds role, and the API's gateway to it (without one an invoke is a 503)."""
-    await ensure_alarm_feeds(store, settings.system_namespace)
+    await ensure_catalog(store, settings)
     async with (
         InvokeGateway(bus) as gateway,
         Throttles(bus, store, settings) as throttles,

@@ -35,7 +35,7 @@ from squall import roles
 from tests.conditions import eventually
 from tests.integration.broker_process import BrokerProcess, isolated_settings
 from tests.integration.conftest import basic
-from tests.integration.feed_catalog import ensure_alarm_feeds
+from tests.integration.feeds_support import ensure_catalog
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,7 +93,7 @@ async def api_client(
     recorder) running in this process."""
     name = f"alarms-{uuid.uuid4().hex[:8]}"
     key = await create_namespace(store, name, limits=NamespaceLimits(firesPerMinute=100_000))
-    await ensure_alarm_feeds(store, settings.system_namespace)
+    await ensure_catalog(store, settings)
     broker_settings = isolated_settings(settings.nats_url, settings.mongodb_uri, tmp_path)
     async with (
         roles.Backbone(broker_settings) as backbone,
