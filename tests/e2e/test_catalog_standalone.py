@@ -211,7 +211,7 @@ def test_the_guest_cannot_write_into_whisk_system(catalog: Catalog) -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm")
-def test_the_openwhisk_js_client_uses_the_catalog(catalog: Catalog) -> None:
+def test_the_openwhisk_js_client_uses_the_catalog_and_its_feeds(catalog: Catalog) -> None:
     ensure_client()
     env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV and not k.startswith("__OW_")}
     env |= {"__OW_API_HOST": catalog.url, "__OW_API_KEY": GUEST_KEY, "__OW_NAMESPACE": "guest"}
@@ -221,6 +221,7 @@ def test_the_openwhisk_js_client_uses_the_catalog(catalog: Catalog) -> None:
             "node",
             str(SCRIPT),
             "catalog",
+            "feeds",
             cwd=COMPAT,
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -234,4 +235,4 @@ def test_the_openwhisk_js_client_uses_the_catalog(catalog: Catalog) -> None:
     failing = [line for line in lines if line.startswith("not ok")]
     assert not failing, "\n".join(failing) + f"\n{err}"
     assert code == 0, f"node exited {code}:\n{out}\n{err}"
-    assert lines[-1] == "5 passed, 0 failed", out
+    assert lines[-1] == "9 passed, 0 failed", out
