@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from broker.errors import BadRequest
+from broker.key_seal import decode_secret
 from broker.limits import CONCURRENT_INVOCATIONS, FIRES_PER_MINUTE, INVOCATIONS_PER_MINUTE
 
 _SYNC_INTERVAL = re.compile(r"always|[0-9]+(ms|s|m|h)")
@@ -110,6 +111,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_stall_s: float = 10.0
     stream_window: int = 64
 
+    # The key that seals callers' API keys inside invocations (broker/key_seal.py): 32 random bytes, base64url,
+    # the same for every API and invoker. `squall standalone` and `squall serve` without one use the data
+    # dir's `invocation.secret` (made once, mode 0600). Empty: no key is passed to actions at all.
+    invocation_secret: str = ""
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"
@@ -117,6 +123,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.feeds_missed_ticks not in ("last", "none"):
             raise ValueError(f"feeds_missed_ticks must be 'last' or 'none', not {self.feeds_missed_ticks!r}")
+        if self.invocation_secret:
+            decode_secret(self.invocation_secret)  # ValueError, as the other settings say theirs
         if self.nats_sync and not _SYNC_INTERVAL.fullmatch(self.nats_sync):
             raise ValueError(
                 f"nats_sync must be empty, 'always' or a duration like '1s', not {self.nats_sync!r}"
