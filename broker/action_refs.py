@@ -1,5 +1,6 @@
 """Action references (`/ns/[pkg/]name`) resolved to what runs: the action, its revision, and the package and
-binding parameters beneath its own. Used by sequences (each component) and the rule engine (each rule)."""
+binding parameters beneath its own. Used by sequences (each component), the rule engine (each rule) and web
+actions, each time they run: a reference the namespace may no longer use is refused (broker/entitlements.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any, Protocol, TypeVar
 
 from broker import kinds, params
 from broker.entities import ACTIONS, PACKAGES, Action, Collection, Entity, KeyValue, parse_fqn
+from broker.entitlements import may_use
 from broker.entity_store import Stored
-from broker.errors import BadRequest, NotFound
+from broker.errors import BadRequest, Forbidden, NotFound, WrongCollection
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +35,27 @@ class Reader(Protocol):
 
 
 async def resolve_component(store: Reader, ref: str, namespace: str) -> ResolvedAction:
-    """A component reference (`/ns/[pkg/]name`) as the action it runs; NotFound when any part is gone."""
+    """A component reference (`/ns/[pkg/]name`) as the action namespace `namespace` runs: NotFound when any part
+    is gone, Forbidden when `namespace` may not use it now (another namespace's action outside a published
+    package, another namespace's binding, a binding of a package no longer published)."""
     try:
         fqn = parse_fqn(ref, namespace)
     except BadRequest:
         raise NotFound() from None
     root, _, package = fqn.path.partition("/")
     if not package:
+        if root != namespace:
+            raise Forbidden()
         stored = await store.get(ACTIONS, root, fqn.name)
         return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=[], binding=None)
-    pkg = (await store.get(PACKAGES, root, package)).entity
+    try:
+        pkg = (await store.get(PACKAGES, root, package)).entity
+    except (NotFound, WrongCollection):
+        if root != namespace:
+            raise Forbidden() from None  # as the API answers: what another namespace lacks is not told
+        raise
+    if pkg.binding.is_bound and root != namespace:
+        raise Forbidden()  # before reading what it binds: another namespace's binding is never shared
     layers = pkg.parameters
     binding = None
     owner, owner_package = root, package
@@ -50,8 +63,12 @@ async def resolve_component(store: Reader, ref: str, namespace: str) -> Resolved
         assert isinstance(pkg.binding.namespace, str) and isinstance(pkg.binding.name, str)
         owner, owner_package = pkg.binding.namespace, pkg.binding.name
         target = (await store.get(PACKAGES, owner, owner_package)).entity
+        if not may_use(namespace, root, pkg, target):
+            raise Forbidden()
         layers = params.merge(target.parameters, pkg.parameters)
         binding = f"{root}/{package}"
+    elif not may_use(namespace, root, pkg, None):
+        raise Forbidden()
     stored = await store.get(ACTIONS, owner, f"{owner_package}/{fqn.name}")
     return ResolvedAction(action=stored.entity, revision=stored.revision, parameters=layers, binding=binding)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from broker.errors import BadRequest
+from broker.key_seal import decode_secret
 from broker.limits import CONCURRENT_INVOCATIONS, FIRES_PER_MINUTE, INVOCATIONS_PER_MINUTE
 
 _SYNC_INTERVAL = re.compile(r"always|[0-9]+(ms|s|m|h)")
@@ -123,6 +124,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # not one per fire. A takeover fires again whatever a stale lastFire hides (as no-ops), so it may lag.
     feeds_status_flush_s: float = 5.0
 
+    # The key that seals callers' API keys inside invocations (broker/key_seal.py): 32 random bytes, base64url,
+    # the same for every API and invoker. `squall standalone` and `squall serve` without one use the data
+    # dir's `invocation.secret` (made once, mode 0600). Empty: no key is passed to actions at all.
+    invocation_secret: str = ""
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"
@@ -130,6 +136,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.feeds_missed_ticks not in ("last", "none"):
             raise ValueError(f"feeds_missed_ticks must be 'last' or 'none', not {self.feeds_missed_ticks!r}")
+        if self.invocation_secret:
+            decode_secret(self.invocation_secret)  # ValueError, as the other settings say theirs
         if self.nats_sync and not _SYNC_INTERVAL.fullmatch(self.nats_sync):
             raise ValueError(
                 f"nats_sync must be empty, 'always' or a duration like '1s', not {self.nats_sync!r}"

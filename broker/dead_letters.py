@@ -137,11 +137,12 @@ def redrive_invocation(letter: DeadLetter, now: int) -> Invocation:
 
 
 def public(letter: DeadLetter) -> DeadLetter:
-    """A letter as the API shows it: without the caller's API key that the invocation may carry."""
-    if letter.invocation.api_key is None:
+    """A letter as the API shows it: without the caller's API key that the invocation may carry (sealed: no
+    use to anyone without the invocation secret, but no business of a listing either)."""
+    if letter.invocation.sealed_api_key is None:
         return letter
     return msgspec.structs.replace(
-        letter, invocation=msgspec.structs.replace(letter.invocation, api_key=None)
+        letter, invocation=msgspec.structs.replace(letter.invocation, sealed_api_key=None)
     )
 
 

@@ -18,9 +18,16 @@ PROVIDE_API_KEY: Final = "provide-api-key"
 
 
 def provides_api_key(annotations: Iterable[KeyValue]) -> bool:
-    """Whether an action gets its caller's key (`provide-api-key`: true when absent, as OpenWhisk reads it; new
-    actions are created with it false)."""
+    """Whether an action asks for its caller's key (`provide-api-key`: true when absent, as OpenWhisk reads it;
+    new actions are created with it false)."""
     return annotation_truthy(annotations, PROVIDE_API_KEY, absent=True)
+
+
+def hands_api_key(annotations: Iterable[KeyValue], owner: str, caller: str) -> bool:
+    """Whether an action owned by namespace `owner` gets the key of a caller of namespace `caller`: it asks for
+    it, and its code is the caller's own. Another namespace's shared action gets none, whatever it asks
+    (OpenWhisk hands it the caller's key, with which its owner could then act as the caller)."""
+    return owner == caller and provides_api_key(annotations)
 
 
 class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -33,7 +40,9 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     params: dict[str, Any] = {}  # already merged: package < binding < action < payload
     blocking: bool = False
     subject: str = ""  # the key uuid of the caller (OpenWhisk's activation `subject`)
-    api_key: str | None = None  # only for actions annotated provide-api-key:true
+    # The caller's key sealed for the invoker (broker/key_seal.py), for an action of its own annotated
+    # provide-api-key, or a sequence (whose components each decide); never the key itself.
+    sealed_api_key: str | None = None
     transaction_id: str = ""
     cause: str | None = None  # the enclosing sequence's (or trigger's) activation id
     binding: str | None = None  # "ns/binding" when invoked through a package binding

@@ -36,7 +36,7 @@ from broker.config import Settings
 from broker.entities import INITIAL_VERSION, TRIGGERS, ReducedRule, Trigger, storage_path
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
-from broker.errors import BadRequest, NotFound, PayloadTooLarge, WrongCollection
+from broker.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, WrongCollection
 from broker.event_matcher import EVENT_BUDGET, Budget, TooCostly
 from broker.event_patterns import matches
 from broker.invocations import Invocation
@@ -224,6 +224,8 @@ class RuleEngine:
             resolved = await resolve_component(self._cache, "/" + action_ref, event.namespace)
         except (NotFound, WrongCollection):
             return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=NotFound().message))
+        except Forbidden as exc:  # no longer published to the rule's namespace, or never was (a stale rule)
+            return Planned(rule_log(key, action_ref, code=CODE_CLIENT, error=exc.message))
         try:
             kinds.check_invocable(resolved.action.exec.kind)
             arguments = action_arguments(resolved.action, resolved.parameters, event_arguments(event))

@@ -7,8 +7,9 @@ for the invocations its rules make.
 
 Activations in flight count across every process: the INVOKE stream is a work queue that keeps each invocation
 until an invoker acks it after the run, so the messages under `invoke.<ns>.>` are exactly the namespace's
-queued and running activations. (They are filed under the namespace that owns the action, so an invocation of
-another namespace's shared action counts against that owner's, where OpenWhisk would count the caller.)
+queued and running activations. They are filed under the namespace that causes them (broker/queues.py
+`subject_of`), as OpenWhisk counts them: invoking another namespace's shared action counts against the caller's
+limits, never the owner's. Web actions are the one exception, as in OpenWhisk: their runs are the owner's.
 """
 
 from __future__ import annotations

@@ -35,11 +35,13 @@ from broker.clock import now_ms
 from broker.config import Settings
 from broker.dead_letters import DeadLetters, FailureReason, after_attempt, dead_letter
 from broker.entities import ACTIONS, Action, KeyValue, split_namespace
+from broker.entitlements import check_run
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
-from broker.errors import NotFound, SquallError, WrongCollection
+from broker.errors import Forbidden, NotFound, SquallError, WrongCollection
 from broker.health import UNHEALTHY_ERRORS, ErrorWindow, HeartbeatPublisher, Load
-from broker.invocations import RESULT_HEADER, Invocation, provides_api_key
+from broker.invocations import RESULT_HEADER, Invocation, hands_api_key
+from broker.key_seal import KeySeal, key_seal
 from broker.kinds import SEQUENCE
 from broker.limits import MB
 from broker.queues import InvokeQueues, QueueFollower
@@ -102,12 +104,17 @@ def run_request(
     *,
     api_host: str = "",
     now: int | None = None,
+    seal: KeySeal | None = None,
 ) -> RunRequest:
-    """The pool's request for one run: both OpenWhisk protocol bodies, with the `__OW_*` values of §3.1."""
+    """The pool's request for one run: both OpenWhisk protocol bodies, with the `__OW_*` values of §3.1. The
+    caller's key is opened (with `seal`) only for an action of the caller's own that asks for it."""
     limits = action.limits
     deadline = str((now if now is not None else now_ms()) + limits.timeout)
-    wants_key = provides_api_key(action.annotations)
-    api_key = invocation.api_key if wants_key else None
+    api_key = None
+    owner, _ = split_namespace(action.namespace)
+    sealed = invocation.sealed_api_key
+    if sealed and seal is not None and hands_api_key(action.annotations, owner, invocation.namespace):
+        api_key = seal.open(sealed, invocation.namespace)
     run = RunPayload(
         value=value,
         namespace=invocation.namespace,
@@ -259,6 +266,7 @@ class InvokerAgent:
         )
         self._sequences = SequenceRunner(self._cache, self._execute, self._publish)
         self._dead_letters = DeadLetters(bus)
+        self._seal = key_seal(bus.settings.invocation_secret)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -367,7 +375,19 @@ class InvokerAgent:
                 now=now_ms(),
             )
         try:
+            # What the run may use is decided now, not when it was queued: a rule's run, a redriven dead letter
+            # or a run that waited in its queue stops at a package unpublished meanwhile.
+            await check_run(self._cache, invocation.namespace, invocation.action, invocation.binding)
             stored = await self._cache.get(ACTIONS, root, path)
+        except Forbidden as exc:
+            return results.failure_record(
+                invocation=invocation,
+                name=name,
+                path=invocation.action,
+                status=APPLICATION_ERROR,
+                message=exc.message,
+                now=now_ms(),
+            )
         except (NotFound, WrongCollection):
             return results.failure_record(
                 invocation=invocation,
@@ -397,7 +417,9 @@ class InvokerAgent:
     ) -> Activation:
         """Run one code action in the pool and make its record."""
         action = resolved.action
-        request = run_request(invocation, action, resolved.revision, value, api_host=self.api_host)
+        request = run_request(
+            invocation, action, resolved.revision, value, api_host=self.api_host, seal=self._seal
+        )
         try:
             outcome = await self.pool.run(request)
         except asyncio.CancelledError:

@@ -19,7 +19,7 @@ from broker.action_refs import Reader, ResolvedAction, resolve_component
 from broker.activations import APPLICATION_ERROR, Activation, ActivationResponse, annotation, make_response
 from broker.clock import now_ms
 from broker.entities import Action, ActionLimits, KeyValue
-from broker.errors import NotFound, WrongCollection
+from broker.errors import Forbidden, NotFound, WrongCollection
 from broker.invocations import Invocation
 from broker.kinds import SEQUENCE
 from broker.limits import SEQUENCE_MAX_LENGTH
@@ -121,12 +121,15 @@ class SequenceRunner:
             except (NotFound, WrongCollection):
                 response = results.error_response(APPLICATION_ERROR, COMPONENT_NOT_FOUND)
                 break
+            except Forbidden as exc:  # checked as it runs: a package unpublished since the sequence was made
+                response = results.error_response(APPLICATION_ERROR, exc.message)
+                break
             child = Invocation(
                 activationId=component_id(invocation.activationId, index),
                 namespace=invocation.namespace,
                 action=f"{resolved.action.namespace}/{resolved.action.name}",
                 subject=invocation.subject,
-                api_key=invocation.api_key,
+                sealed_api_key=invocation.sealed_api_key,
                 transaction_id=invocation.transaction_id,
                 cause=invocation.activationId,
                 binding=resolved.binding,

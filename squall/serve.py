@@ -11,6 +11,7 @@ from broker.errors import BadRequest
 from runtimes.podman_service import PodmanService
 from squall import roles
 from squall.catalog import install_catalog
+from squall.invocation_secret import with_invocation_secret
 from squall.standalone import stop_event
 
 
@@ -19,6 +20,8 @@ async def run_role(role: str, settings: Settings, console: Console) -> None:
         raise BadRequest(
             "`squall serve` needs --nats-url and --mongodb-uri (or SQUALL_NATS_URL/SQUALL_MONGODB_URI)"
         )
+    # APIs seal callers' keys that invokers open: roles on other hosts need SQUALL_INVOCATION_SECRET set alike.
+    settings = with_invocation_secret(settings)
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         backbone = await stack.enter_async_context(roles.Backbone(settings))

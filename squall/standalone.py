@@ -22,6 +22,7 @@ from runtimes.podman_service import PodmanService
 from squall import roles, runtime_file
 from squall.catalog import install_catalog
 from squall.embedded import EmbeddedMongo, EmbeddedNats
+from squall.invocation_secret import with_invocation_secret
 from squall.runtime_file import RuntimeInfo
 
 log = logging.getLogger("squall.standalone")
@@ -51,6 +52,7 @@ async def run_standalone(settings: Settings, console: Console) -> None:
     started = time.monotonic()
     stop = stop_event()
     with data_dir_lock(settings.data_dir):
+        settings = with_invocation_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
             nats_url = settings.nats_url
             if not nats_url:

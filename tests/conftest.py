@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import Settings
+from broker.key_seal import new_secret
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 
 
@@ -38,9 +39,11 @@ def mongo_uri(mongo_server: EmbeddedMongo) -> str:
 
 @pytest.fixture(scope="session")
 def settings(nats_url: str, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings pointing at the session's servers, with a temporary data dir."""
+    """Settings pointing at the session's servers, with a temporary data dir and an invocation secret."""
     data_dir: Path = tmp_path_factory.mktemp("squall-data")
-    return Settings(nats_url=nats_url, mongodb_uri=mongo_uri, data_dir=data_dir)
+    return Settings(
+        nats_url=nats_url, mongodb_uri=mongo_uri, data_dir=data_dir, invocation_secret=new_secret()
+    )
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from broker.clock import now_ms
 from broker.entities import ACTIONS, Action, KeyValue, split_path
 from broker.errors import BadRequest
 from broker.feed_registry import feed_provider_of
-from broker.invocations import Invocation, provides_api_key
+from broker.invocations import Invocation, hands_api_key
+from broker.key_seal import key_seal
 from broker.limits import PAYLOAD_MAX_BYTES, nested_deeper_than, nesting_message
 
 log = logging.getLogger("squall.api")
@@ -108,13 +109,20 @@ async def resolve_target(request: Request, identity: Identity) -> Target:
     )
 
 
-def api_key_for(request: Request, action: Action) -> str | None:
-    """The caller's key, for actions that ask for it (`provide-api-key`, true when absent, as OpenWhisk reads it).
-    A sequence carries it for its components, which each decide for themselves."""
-    if action.exec.kind != kinds.SEQUENCE and not provides_api_key(action.annotations):
+def sealed_key_for(request: Request, identity: Identity, target: Target) -> str | None:
+    """The caller's key, sealed for the invoker (broker/key_seal.py), when the run may hand it on: to an action
+    of the caller's own that asks for it (`provide-api-key`, true when absent, as OpenWhisk reads it), or to a
+    sequence, whose components each decide. None without an invocation secret: no key then travels at all."""
+    action = target.action
+    if action.exec.kind != kinds.SEQUENCE and not hands_api_key(
+        action.annotations, target.owner, identity.namespace
+    ):
+        return None
+    seal = key_seal(state(request).settings.invocation_secret)
+    if seal is None:
         return None
     uuid, secret = credentials_of(request.headers.get("authorization"))
-    return f"{uuid}:{secret}"
+    return seal.seal(f"{uuid}:{secret}", identity.namespace)
 
 
 # -- the route ---------------------------------------------------------------------------------------------
@@ -166,7 +174,7 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
         params=action_arguments(action, target.parameters, payload),
         blocking=blocking,
         subject=identity.uuid,
-        api_key=api_key_for(request, action),
+        sealed_api_key=sealed_key_for(request, identity, target),
         transaction_id=request_id_of(request),
         binding=target.binding,
         published=now_ms(),

@@ -37,6 +37,7 @@ from broker.entities import (
     split_namespace,
     validate_name,
 )
+from broker.entitlements import may_use
 from broker.entity_store import EntityStore
 from broker.errors import Conflict, NotFound
 from broker.rule_links import parse_status
@@ -53,14 +54,25 @@ def _target(request: Request, identity: Identity) -> tuple[str, str]:
 
 
 async def _readable_action(store: EntityStore, namespace: str, ref: FullyQualifiedName) -> bool:
-    """Whether the caller may refer to the action: its own, or inside another namespace's public package."""
+    """Whether the caller may refer to the action: its own, inside another namespace's published package, or
+    through a binding of its own to one; never another namespace's binding, even one marked `publish` (reads
+    and invokes refuse it too). The engine checks the same again at every run (broker/entitlements.py)."""
     root, package = split_namespace(ref.path)
-    if root == namespace:
-        return True
     if package is None:
-        return False
+        return root == namespace
     found = await rule_writes.find_referenced(store, PACKAGES, FullyQualifiedName(path=root, name=package))
-    return found is not None and found.entity.publish
+    if found is None:
+        return root == namespace  # one's own missing package: the rule names what may come
+    pkg = found.entity
+    bound = None
+    if pkg.binding.is_bound:
+        assert isinstance(pkg.binding.namespace, str) and isinstance(pkg.binding.name, str)
+        target = FullyQualifiedName(path=pkg.binding.namespace, name=pkg.binding.name)
+        stored = await rule_writes.find_referenced(store, PACKAGES, target)
+        if stored is None:
+            return root == namespace
+        bound = stored.entity
+    return may_use(namespace, root, pkg, bound)
 
 
 async def _check_entitled(store: EntityStore, namespace: str, content: RuleContent) -> None:

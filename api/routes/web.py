@@ -43,6 +43,7 @@ from broker.clock import now_ms
 from broker.entities import validate_name
 from broker.errors import (
     BadRequest,
+    Forbidden,
     NotAcceptable,
     NotFound,
     SquallError,
@@ -133,7 +134,7 @@ async def _resolve(request: Request, web: WebPath, segment: str) -> ResolvedActi
         for part in (web.namespace, web.package or "default", web.name):
             validate_name(part)
         resolved = await resolve_component(state(request).gateway.actions, web.action_ref, web.namespace)
-    except (NotFound, WrongCollection, BadRequest):
+    except (NotFound, WrongCollection, BadRequest, Forbidden):
         resolved = None
     if resolved is not None and is_on(resolved.action.annotations, WEB_EXPORT):
         return resolved
@@ -150,7 +151,7 @@ async def _exported(request: Request, web: WebPath, segment: str, extension: str
     base = WebPath(namespace=web.namespace, package=web.package, name=name, extension=HTTP, rest="")
     try:
         resolved = await resolve_component(state(request).gateway.actions, base.action_ref, web.namespace)
-    except (NotFound, WrongCollection, BadRequest):
+    except (NotFound, WrongCollection, BadRequest, Forbidden):
         return False
     return is_on(resolved.action.annotations, WEB_EXPORT)
 

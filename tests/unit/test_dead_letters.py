@@ -172,10 +172,10 @@ def test_an_oversized_letter_drops_the_parameters_and_says_so() -> None:
 
 
 def test_the_api_view_hides_the_callers_key() -> None:
-    letter = dead_letter(invocation(api_key="u:secret"), record(), 1, 1000)
+    letter = dead_letter(invocation(sealed_api_key="v1.sealed"), record(), 1, 1000)
     shown = public(letter)
-    assert shown.invocation.api_key is None and b"secret" not in codec.encode(shown)
-    assert letter.invocation.api_key == "u:secret"  # kept for the redrive
+    assert shown.invocation.sealed_api_key is None and b"sealed" not in codec.encode(shown)
+    assert letter.invocation.sealed_api_key == "v1.sealed"  # kept for the redrive
     plain = dead_letter(invocation(), record(), 1, 1000)
     assert public(plain) is plain
 

@@ -6,11 +6,13 @@ from typing import Any
 
 from broker.entities import Action, ActionLimits, Exec, KeyValue
 from broker.invocations import Invocation
+from broker.key_seal import KeySeal, new_secret
 from runtimes.invoker import pool_key, run_request, split_arguments
 
 NOW = 1_700_000_000_000
 AID = "0123456789abcdef0123456789abcdef"
 KEY = "uuid:secret"
+SEAL = KeySeal(new_secret())
 
 
 def action(**overrides: Any) -> Action:
@@ -31,7 +33,7 @@ def invocation(**overrides: Any) -> Invocation:
         "activationId": AID,
         "namespace": "guest",
         "action": "guest/pkg/hello",
-        "api_key": KEY,
+        "sealed_api_key": SEAL.seal(KEY, "guest"),
         "transaction_id": "tx-1",
     }
     fields.update(overrides)
@@ -39,7 +41,9 @@ def invocation(**overrides: Any) -> Invocation:
 
 
 def test_run_and_init_bodies_carry_openwhisk_values() -> None:
-    req = run_request(invocation(), action(), 7, {"x": 1}, api_host="http://127.0.0.1:3233", now=NOW)
+    req = run_request(
+        invocation(), action(), 7, {"x": 1}, api_host="http://127.0.0.1:3233", now=NOW, seal=SEAL
+    )
     assert req.kind == "nodejs:18" and req.memory_mb == 128 and req.timeout_ms == 5000
     assert req.log_limit_bytes == 2 * 1024 * 1024
     run = req.run
@@ -67,13 +71,30 @@ def test_run_and_init_bodies_carry_openwhisk_values() -> None:
 
 def test_the_api_key_is_given_only_to_actions_that_ask() -> None:
     denied = action(annotations=[KeyValue(key="provide-api-key", value=False)])
-    req = run_request(invocation(), denied, 1, {}, now=NOW)
+    req = run_request(invocation(), denied, 1, {}, now=NOW, seal=SEAL)
     assert req.run.api_key is None and "__OW_API_KEY" not in req.init.env
     # OpenWhisk reads a missing annotation as "provide" (new actions get `false` from the API).
-    req = run_request(invocation(), action(annotations=[]), 1, {}, now=NOW)
+    req = run_request(invocation(), action(annotations=[]), 1, {}, now=NOW, seal=SEAL)
     assert req.run.api_key == KEY
-    req = run_request(invocation(api_key=None), action(), 1, {}, now=NOW)
+    req = run_request(invocation(sealed_api_key=None), action(), 1, {}, now=NOW, seal=SEAL)
     assert req.run.api_key is None and "__OW_API_KEY" not in req.init.env
+
+
+def test_another_namespaces_action_never_gets_the_callers_key() -> None:
+    shared = action(namespace="publisher/pkg")
+    req = run_request(invocation(action="publisher/pkg/hello"), shared, 1, {}, now=NOW, seal=SEAL)
+    assert req.run.api_key is None and "__OW_API_KEY" not in req.init.env
+
+
+def test_a_key_opens_only_with_the_secret_and_for_the_namespace_it_was_sealed_for() -> None:
+    req = run_request(invocation(), action(), 1, {}, now=NOW)  # an invoker without the secret
+    assert req.run.api_key is None
+    req = run_request(invocation(), action(), 1, {}, now=NOW, seal=KeySeal(new_secret()))
+    assert req.run.api_key is None
+    moved = invocation(sealed_api_key=SEAL.seal(KEY, "other"))  # copied from another namespace's run
+    assert run_request(moved, action(), 1, {}, now=NOW, seal=SEAL).run.api_key is None
+    plaintext = invocation(sealed_api_key=KEY)  # as an earlier version stored it
+    assert run_request(plaintext, action(), 1, {}, now=NOW, seal=SEAL).run.api_key is None
 
 
 def test_defaults_when_exec_has_no_main_and_the_transaction_is_unknown() -> None:
