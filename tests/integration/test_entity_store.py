@@ -23,8 +23,8 @@ from broker.entities import (
     Trigger,
     bump_patch,
 )
-from broker.entity_summary import summary_of
 from broker.entity_store import EntityStore, in_listing
+from broker.entity_summary import summary_of
 from broker.errors import ConcurrentModification, Conflict, NotFound, WrongCollection
 from broker.namespaces import Namespace, NamespaceLimits, make_auth_key
 
