@@ -328,6 +328,25 @@ class EntityStore:
         except Exception as exc:
             log.warning("could not remove the unused blob %s: %s", name, exc)
 
+    async def delete_all(self, namespace: str) -> int:
+        """Remove every entity of `namespace` (and its blobs), whatever the collection; returns how many."""
+        items = await self._scan(subjects.ENTITIES_BUCKET, subjects.namespace_prefix(namespace))
+        for item in items:
+            try:
+                blob = codec.decode(item.value, _Envelope).blob
+            except BadRequest:
+                blob = None
+            await self._purge(subjects.ENTITIES_BUCKET, item.key, None)
+            await self._drop_blob(blob)
+        return len(items)
+
+    async def purge_keys(self, bucket: str, namespace: str) -> int:
+        """Remove every key of `bucket` under `<namespace>.` (feed registrations and statuses)."""
+        heads = await self._scan_heads(bucket, subjects.namespace_prefix(namespace))
+        for head in heads:
+            await self._purge(bucket, head.key, None)
+        return len(heads)
+
     # -- namespaces --------------------------------------------------------------------------------
 
     async def get_namespace(self, name: str) -> Namespace:
