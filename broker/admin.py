@@ -90,8 +90,9 @@ async def delete_namespace(store: EntityStore, name: str) -> None:
 
     Keys go first (nothing can write there any more), then entities, feed registrations, its queues and
     their messages (TRIGGERS, INVOKE), its live records (ACTIVATIONS) and its dead letters. Activation records
-    in MongoDB are left to the broker's upkeep, which deletes them by retention (the system's, once the
-    record is gone): it alone deletes records, so that the activation counts stay right.
+    in MongoDB are left to the broker's upkeep, which alone deletes records (so the counts stay right): those
+    older than a namespace's creation go at its next sweep (broker/activation_upkeep.py), the others by
+    retention.
     """
     checked_name(name)
     await store.get_namespace(name)  # NotFound for an unknown namespace

@@ -20,6 +20,7 @@ import pytest
 
 from broker.config import GUEST_KEY
 from squall import runtime_file
+from tests.conditions import eventually
 from tests.e2e.test_standalone import SQUALL, Standalone, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -211,6 +212,13 @@ def test_a_deleted_namespace_leaves_nothing_to_its_successor(tenants: Tenants) -
         )
         assert eph.put("/namespaces/_/triggers/t", json={}).status_code == 200
         assert eph.put("/namespaces/_/packages/p", json={}).status_code == 200
+        run = eph.post("/namespaces/_/actions/a", params={"blocking": "true"}, json={"n": 1})
+        assert run.status_code == 200, run.text
+
+        async def recorded() -> bool:
+            return bool(eph.get("/namespaces/_/activations").json())
+
+        asyncio.run(eventually(recorded, what="the activation to be recorded"))
     done = admin(data_dir, "namespace", "delete", "ephemeral")
     assert done.returncode == 0, done.stderr
     with client(url, key) as old:
@@ -222,6 +230,12 @@ def test_a_deleted_namespace_leaves_nothing_to_its_successor(tenants: Tenants) -
             assert r.status_code == 200 and r.json() == [], (collection, r.text)
         r = successor.get("/namespaces/_/deadletters", params={"count": "true"})
         assert r.status_code == 200 and r.json() == {"deadletters": 0}, r.text
+
+        # The namesake's activation records go at the broker's next retention sweep (every 5 s).
+        async def no_records() -> bool:
+            return bool(successor.get("/namespaces/_/activations").json() == [])
+
+        asyncio.run(eventually(no_records, deadline_s=20, what="the namesake's records to be swept"))
 
 
 def test_admin_refuses_namespace_names_with_a_slash(tenants: Tenants) -> None:
