@@ -56,7 +56,9 @@ async def resolve_package(store: EntityStore, identity: Identity, segment: str, 
 async def _get_package(store: EntityStore, namespace: str, name: str, owner: bool, resource: str) -> Package:
     try:
         return (await store.get(PACKAGES, namespace, name)).entity
-    except NotFound:
+    except (NotFound, WrongCollection):
+        # Anyone but the owner gets the same 403 whether the name is free, a package, or another kind of
+        # entity (whose 409 would tell a stranger which names exist there).
         if owner:
             raise
         raise not_authorized(resource) from None

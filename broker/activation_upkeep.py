@@ -56,6 +56,24 @@ def rotated(namespaces: list[str], after: str | None) -> list[str]:
     return later + [n for n in namespaces if n <= after]
 
 
+def previous_owner_cutoff(retention_cutoff_ms: int, created_ms: int) -> int:
+    """Records that started before a namespace's record was created belong to an earlier namespace of that
+    name (deleted, then created anew): they go with the expired ones, so the new one starts empty."""
+    return max(retention_cutoff_ms, created_ms)
+
+
+def namespace_birth(store: EntityStore) -> RetentionOf:
+    """When a namespace's record was created (epoch ms; 0 without a record, or for one from before `created`)."""
+
+    async def created(namespace: str) -> int:
+        try:
+            return (await store.get_namespace(namespace)).created
+        except NotFound:
+            return 0
+
+    return created
+
+
 def namespace_retention(store: EntityStore, default_days: int) -> RetentionOf:
     """The retention of a namespace from its limits record (its `activationRetentionDays`), read at each
     sweep so that a change applies from the next one; a namespace without a record gets `default_days`."""
@@ -89,9 +107,12 @@ class ActivationUpkeep:
         batch: int = BATCH,
         batches_per_step: int = BATCHES_PER_STEP,
         lease_s: float = LEASE_S,
+        born_of: RetentionOf | None = None,
     ) -> None:
         self.store = store
         self.retention_of = retention_of
+        # A namespace's creation instant (`namespace_birth`): older records were a deleted namesake's.
+        self.born_of = born_of
         self.batch = batch
         self.batches_per_step = batches_per_step
         self.lease_ms = int(lease_s * 1000)
@@ -135,6 +156,8 @@ class ActivationUpkeep:
         now = now_ms()
         for namespace in rotated(await self.store.namespaces(), self._resume_after):
             cutoff = retention_cutoff(now, await self.retention_of(namespace))
+            if self.born_of is not None:
+                cutoff = previous_owner_cutoff(cutoff, await self.born_of(namespace))
             while not self._stopping:
                 if budget == 0:
                     self._resume_after = namespace  # unfinished: the next step starts with the others

@@ -216,12 +216,14 @@ class JetStreamBus:
                 bucket=bucket,
                 history=1,
                 ttl=spec.ttl_s,
+                max_bytes=spec.max_bytes,
                 storage=api.StorageType.FILE,
                 replicas=spec.replicas,
                 direct=True,  # reads served by any replica, not only the stream leader
             ),
             lambda: self.js.key_value(bucket),
         )
+        await self._apply_bounds(f"KV_{bucket}", spec.max_bytes, spec.ttl_s)
         return self._kv[bucket]
 
     async def provision_object_store(self, spec: ObjectStoreSpec) -> None:
@@ -233,6 +235,21 @@ class JetStreamBus:
             self.js.create_object_store(spec.name, config),
             lambda: self.js.object_store(spec.name),
         )
+        await self._apply_bounds(f"OBJ_{spec.name}", spec.max_bytes, spec.max_age_s)
+
+    async def _apply_bounds(self, stream: str, max_bytes: int | None, max_age_s: float | None) -> None:
+        """Bring the byte and age bounds of a bucket's stream to the topology's: a bucket made by an earlier
+        version (or with other settings) is bound as it is, and would otherwise keep growing unbounded."""
+        try:
+            info = await self.js.stream_info(stream)
+            config = info.config
+            want_bytes = max_bytes if max_bytes is not None else -1
+            want_age = max_age_s or 0.0
+            if (config.max_bytes or -1) == want_bytes and (config.max_age or 0.0) == want_age:
+                return
+            await self.js.update_stream(config.evolve(max_bytes=want_bytes, max_age=want_age))
+        except Exception as exc:
+            raise translate(exc, f"bounding {stream}") from None
 
     async def provision_consumer(self, spec: ConsumerSpec) -> None:
         """Create a durable consumer, or bring an existing one to `spec` keeping its position (JetStream's

@@ -11,7 +11,13 @@ import msgspec
 
 from broker.errors import BadRequest
 from broker.key_seal import decode_secret
-from broker.limits import CONCURRENT_INVOCATIONS, FIRES_PER_MINUTE, INVOCATIONS_PER_MINUTE
+from broker.limits import (
+    CONCURRENT_INVOCATIONS,
+    DEADLETTERS_PER_NAMESPACE,
+    ENTITIES_PER_NAMESPACE,
+    FIRES_PER_MINUTE,
+    INVOCATIONS_PER_MINUTE,
+)
 
 _SYNC_INTERVAL = re.compile(r"always|[0-9]+(ms|s|m|h)")
 
@@ -75,6 +81,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Activation records too large for one NATS message (a log flood up to the 10 MB limit) wait in a
     # JetStream object store until the recorder has them: its bound on the server's disk.
     large_records_max_mb: int = 4096
+
+    # Byte bounds of the backbone's storage (broker/topology.py), sized for a development machine; README
+    # § "Bounded storage" gives production values. The history streams (TRIGGERS, ACTIVATIONS) drop their
+    # oldest messages when full; the INVOKE work queue refuses new runs (503) rather than lose queued ones.
+    triggers_max_mb: int = 1024
+    invoke_max_mb: int = 1024
+    activations_max_mb: int = 2048
+    deadletters_max_mb: int = 256
+    entities_max_mb: int = 512  # the entities KV bucket (bodies up to 256 KB; larger ones are blobs)
+    blobs_max_mb: int = 4096  # action code too large for a KV value
+    records_max_mb: int = 64  # each small KV bucket: namespaces, keys, invokers, feeds, feed status
+    # Dead letters wait for a human, but not forever: older ones are dropped.
+    deadletter_max_age_days: int = 14
+    # Per-namespace quotas where a namespace's record sets none: actions + triggers + rules + packages (a
+    # create past it is a 403), and dead letters (past it the oldest of the namespace are dropped: a letter
+    # is written by the platform when a run fails for good, with no client to refuse, and the newest failures
+    # are the ones a human still acts on).
+    entities_per_namespace: int = ENTITIES_PER_NAMESPACE
+    deadletters_per_namespace: int = DEADLETTERS_PER_NAMESPACE
+    # The memory each in-process cache (keys, entities) may hold, in MB of the values' encoded size.
+    cache_max_mb: int = 64
 
     # The embedded nats-server's JetStream fsync policy: "" = nats-server's default (every 2 minutes;
     # acknowledged messages survive a crash of the process, not a power cut), "always" = before every

@@ -2,8 +2,10 @@
 
 A run with a retry policy that still fails on its last attempt (or fails with a status its policy does not
 retry) becomes one `DeadLetter` at `deadletter.<ns>.<id>`, where `id` is its first attempt's activation id
-and the msg id is `dl-<id>`, so the invoker re-publishing it after a crash stores nothing new. The stream
-never ages out: a letter waits until someone redrives, deletes or purges it.
+and the msg id is `dl-<id>`, so the invoker re-publishing it after a crash stores nothing new. A letter waits
+until someone redrives, deletes or purges it, or until it ages out (SQUALL_DEADLETTER_MAX_AGE_DAYS); a namespace
+keeps at most its `maxDeadLetters`, past which its oldest letters are dropped (the platform writes a letter when
+a run fails for good: there is no client to refuse, and the newest failures are the ones still worth acting on).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import msgspec
 from broker import codec, subjects
 from broker.activations import SUCCESS, Activation
 from broker.bus import JetStreamBus
+from broker.entity_store import EntityStore
 from broker.errors import BadRequest, InternalError, NotFound
 from broker.invocations import Invocation
 from broker.queues import InvokeQueues, subject_of
@@ -176,6 +179,23 @@ class DeadLetters:
     async def publish(self, letter: DeadLetter) -> None:
         subject = subjects.deadletter_subject(letter.namespace, letter.id)
         await self.bus.publish(subject, self.bus.encode(letter, shrink=fit), msg_id=msg_id(letter.id))
+        await self._keep_quota(letter.namespace)
+
+    async def quota(self, namespace: str) -> int:
+        """How many letters `namespace` keeps: its record's `maxDeadLetters`, else the system setting."""
+        try:
+            found = (await EntityStore(self.bus).get_namespace(namespace)).limits.maxDeadLetters
+        except NotFound:
+            found = None
+        return self.bus.settings.deadletters_per_namespace if found is None else found
+
+    async def _keep_quota(self, namespace: str) -> None:
+        """Drop the namespace's oldest letters past its quota (counted first: the common case reads no index)."""
+        limit = await self.quota(namespace)
+        if await self.count(namespace) <= limit:
+            return
+        for ref in oldest_past(await self._index(namespace), limit):
+            await self._purge(ref.subject)
 
     async def get(self, namespace: str, letter_id: str) -> DeadLetter:
         subject = subjects.deadletter_subject(namespace, validate_letter_id(letter_id))
@@ -240,6 +260,12 @@ class DeadLetters:
 
     async def _purge(self, subject: str, upto: int | None = None) -> None:
         await self.bus.purge(subjects.DEADLETTER_STREAM, subject, upto)
+
+
+def oldest_past(refs: builtins.list[LetterRef], limit: int) -> builtins.list[LetterRef]:
+    """The letters to drop so that `limit` remain: the oldest (lowest stream sequence) first."""
+    excess = len(refs) - max(0, limit)
+    return sorted(refs, key=lambda r: r.seq)[:excess] if excess > 0 else []
 
 
 def _decode(data: bytes | None, subject: str) -> DeadLetter:

@@ -5,13 +5,19 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from broker import subjects
+from broker import codec, subjects
 from broker.bus import JetStreamBus
 from broker.entities import Collection, Entity
 from broker.entity_store import EntityStore, Stored
 from broker.kv_cache import KvCache
 
 E = TypeVar("E", bound=Entity)
+
+
+def cached_bytes(cached: tuple[str, Stored[Any]]) -> int:
+    """What a cached entity counts for: its encoded size (action code up to 48 MB makes most of it), measured
+    on a miss only."""
+    return len(codec.encode(cached[1].entity)) + 256
 
 
 class EntityCache:
@@ -21,7 +27,9 @@ class EntityCache:
     def __init__(self, bus: JetStreamBus, store: EntityStore) -> None:
         self.store = store
         # Per KV key: the collection it was read as, and what was read.
-        self._cache: KvCache[tuple[str, Stored[Any]]] = KvCache(bus, subjects.ENTITIES_BUCKET)
+        self._cache: KvCache[tuple[str, Stored[Any]]] = KvCache(
+            bus, subjects.ENTITIES_BUCKET, sizeof=cached_bytes
+        )
 
     async def __aenter__(self) -> EntityCache:
         await self._cache.__aenter__()

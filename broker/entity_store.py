@@ -14,13 +14,15 @@ import nats.js.errors
 from broker import codec, subjects
 from broker.bus import JetStreamBus, translate
 from broker.clock import now_ms
-from broker.entities import ACTIONS, Action, Collection, Entity, storage_path
+from broker.entities import ACTIONS, Action, Collection, Entity, split_namespace, storage_path
+from broker.entity_summary import kind_of, read_summary, summary_headers
 from broker.errors import (
     BadRequest,
     ConcurrentModification,
     Conflict,
     InternalError,
     NotFound,
+    QuotaExceeded,
     WrongCollection,
 )
 from broker.namespaces import AuthKey, Namespace
@@ -40,6 +42,21 @@ class _Item(NamedTuple):
     key: str
     value: bytes
     revision: int
+
+
+class _Head(NamedTuple):
+    """One current KV entry without its value: key, headers, revision."""
+
+    key: str
+    headers: dict[str, str] | None
+    revision: int
+
+
+def quota_message(limit: int) -> str:
+    return (
+        f"The namespace has reached its limit of {limit} entities (actions, triggers, rules and packages "
+        "together): delete some, or ask an operator to raise its maxEntities limit."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,29 +124,73 @@ class EntityStore:
         return stored
 
     async def create(self, collection: Collection[E], entity: E) -> Stored[E]:
-        """Store a new entity; Conflict if its name is taken in any collection of the namespace."""
+        """Store a new entity; Conflict if its name is taken in any collection of the namespace, QuotaExceeded
+        (403) when the namespace holds its limit of entities already.
+
+        The quota is checked before the write, so concurrent creates may pass it by a few: it bounds storage,
+        it is not an exact count.
+        """
         entity = msgspec.structs.replace(entity, updated=now_ms())
         key = self._key(entity)
-        kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
-        value, blob = await self._wrap(collection, entity, key)
+        root, _ = split_namespace(entity.namespace)
+        await self._check_quota(root)
+        value, blob, headers = await self._wrap(collection, entity, key)
         try:
-            revision = await kv.create(key, value)
+            revision = await self._kv_create(key, value, headers)
         except Exception as exc:
             await self._drop_blob(blob)
-            if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
+            if isinstance(exc, ConcurrentModification):
                 raise Conflict() from None
             raise translate(exc, f"creating {collection.name} {entity.namespace}/{entity.name}") from None
         return Stored(entity, revision)
+
+    async def entity_quota(self, namespace: str) -> int:
+        """How many entities `namespace` may hold: its record's `maxEntities`, else the system setting."""
+        default = self._bus.settings.entities_per_namespace
+        found = await self._get_record(subjects.NAMESPACES_BUCKET, subjects.token(namespace), Namespace)
+        if found is None or found.limits.maxEntities is None:
+            return default
+        return found.limits.maxEntities
+
+    async def count(self, namespace: str) -> int:
+        """The entities of every collection in `namespace` (packaged actions included); reads headers only."""
+        return len(await self._scan_heads(subjects.ENTITIES_BUCKET, subjects.namespace_prefix(namespace)))
+
+    async def _check_quota(self, namespace: str) -> None:
+        limit = await self.entity_quota(namespace)
+        if await self.count(namespace) >= limit:
+            raise QuotaExceeded(quota_message(limit))
+
+    async def _kv_create(self, key: str, value: bytes, headers: dict[str, str]) -> int:
+        """KeyValue.create with headers (nats-py's takes none): a write expecting no live revision."""
+        try:
+            return await self._kv_update(key, value, 0, headers)
+        except ConcurrentModification:
+            kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
+            try:
+                await kv.get(key)
+            except nats.js.errors.KeyNotFoundError as exc:
+                # A deleted or purged key: its tombstone is the revision to replace.
+                entry = getattr(exc, "entry", None)
+                if entry is None or not entry.revision:
+                    raise
+                return await self._kv_update(key, value, entry.revision, headers)
+            raise
+
+    async def _kv_update(self, key: str, value: bytes, last: int, headers: dict[str, str]) -> int:
+        """KeyValue.update with headers: the write lands only if `last` is still the key's revision."""
+        headers = headers | {"Nats-Expected-Last-Subject-Sequence": str(last)}
+        ack = await self._bus.publish(f"$KV.{subjects.ENTITIES_BUCKET}.{key}", value, headers=headers)
+        return ack.seq
 
     async def update(self, collection: Collection[E], entity: E, revision: int) -> Stored[E]:
         """Replace an entity read at `revision`; ConcurrentModification if it changed since."""
         entity = msgspec.structs.replace(entity, updated=now_ms())
         key = self._key(entity)
-        kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
         previous = await self._blob_of(key, revision)
-        value, blob = await self._wrap(collection, entity, key)
+        value, blob, headers = await self._wrap(collection, entity, key)
         try:
-            new_revision = await kv.update(key, value, last=revision)
+            new_revision = await self._kv_update(key, value, revision, headers)
         except Exception as exc:
             if blob != previous:
                 await self._drop_blob(blob)
@@ -156,45 +217,69 @@ class EntityStore:
     async def list(
         self, collection: Collection[E], namespace: str, *, prefix: str | None = None
     ) -> builtins.list[E]:
-        """Top-level entities of `collection` in `namespace` (packaged actions excluded), newest first.
+        """Top-level entities of `collection` in `namespace` (packaged actions excluded), newest first, as
+        summaries: without action code, parameters or a trigger's rules (broker/entity_summary.py), read from
+        the KV messages' headers, never from their bodies.
 
         `prefix` keeps only names starting with it.
         """
         return await self._list(collection, namespace, None, prefix)
 
     async def list_in_package(self, namespace: str, package: str) -> builtins.list[Action]:
-        """The actions inside `package` of `namespace`, newest first."""
+        """The actions inside `package` of `namespace`, newest first, as summaries (see `list`)."""
         return await self._list(ACTIONS, namespace, package, None)
 
     async def _list(
         self, collection: Collection[E], namespace: str, package: str | None, prefix: str | None
     ) -> builtins.list[E]:
         found: builtins.list[tuple[E, int]] = []
-        for item in await self._scan(subjects.ENTITIES_BUCKET, subjects.namespace_prefix(namespace)):
-            _, _, tok = item.key.partition(".")
+        for head in await self._scan_heads(subjects.ENTITIES_BUCKET, subjects.namespace_prefix(namespace)):
+            _, _, tok = head.key.partition(".")
             if not in_listing(subjects.untoken(tok), package, prefix):
                 continue
-            stored = await self._unwrap(collection, item)
+            kind = kind_of(head.headers)
+            if kind is not None and kind != collection.name:
+                continue
+            summary = read_summary(head.headers, collection.type) if kind is not None else None
+            if summary is not None:
+                found.append((summary, head.revision))
+                continue
+            # Written before summaries, or with annotations too large for a header: read it whole.
+            stored = await self._read_whole(collection, head)
             if stored is not None:
                 found.append((stored.entity, stored.revision))
         return newest_first(found)
+
+    async def _read_whole(self, collection: Collection[E], head: _Head) -> Stored[E] | None:
+        kv = await self._bus.kv(subjects.ENTITIES_BUCKET)
+        try:
+            entry = await kv.get(head.key)
+        except nats.js.errors.KeyNotFoundError:
+            return None  # deleted since the scan
+        except Exception as exc:
+            raise translate(exc, f"reading {head.key}") from None
+        return await self._unwrap(collection, _Item(head.key, entry.value or b"", entry.revision or 0))
 
     @staticmethod
     def _key(entity: Entity) -> str:
         return subjects.entity_key(*storage_path(entity))
 
-    async def _wrap(self, collection: Collection[E], entity: E, key: str) -> tuple[bytes, str | None]:
-        """The KV value of `entity`, and the blob it put its body in (None when the body fits inline)."""
+    async def _wrap(
+        self, collection: Collection[E], entity: E, key: str
+    ) -> tuple[bytes, str | None, dict[str, str]]:
+        """The KV value of `entity`, the blob it put its body in (None when the body fits inline), and the
+        message headers that carry its kind and summary for listings."""
+        headers = summary_headers(collection.name, entity)
         body = codec.encode(entity)
         if len(body) <= INLINE_MAX_BYTES:
-            return codec.encode(_Envelope(kind=collection.name, body=msgspec.Raw(body))), None
+            return codec.encode(_Envelope(kind=collection.name, body=msgspec.Raw(body))), None, headers
         name = blob_name(key, body)
         store = await self._bus.object_store(subjects.BLOBS_BUCKET)
         try:
             await store.put(name, body)
         except Exception as exc:
             raise translate(exc, f"storing the body of {collection.name} {key}") from None
-        return codec.encode(_Envelope(kind=collection.name, blob=name)), name
+        return codec.encode(_Envelope(kind=collection.name, blob=name)), name, headers
 
     async def _unwrap(self, collection: Collection[E], item: _Item) -> Stored[E] | None:
         """The item's entity if it belongs to `collection`, else None."""
@@ -242,6 +327,25 @@ class EntityStore:
             await store.delete(name)
         except Exception as exc:
             log.warning("could not remove the unused blob %s: %s", name, exc)
+
+    async def delete_all(self, namespace: str) -> int:
+        """Remove every entity of `namespace` (and its blobs), whatever the collection; returns how many."""
+        items = await self._scan(subjects.ENTITIES_BUCKET, subjects.namespace_prefix(namespace))
+        for item in items:
+            try:
+                blob = codec.decode(item.value, _Envelope).blob
+            except BadRequest:
+                blob = None
+            await self._purge(subjects.ENTITIES_BUCKET, item.key, None)
+            await self._drop_blob(blob)
+        return len(items)
+
+    async def purge_keys(self, bucket: str, namespace: str) -> int:
+        """Remove every key of `bucket` under `<namespace>.` (feed registrations and statuses)."""
+        heads = await self._scan_heads(bucket, subjects.namespace_prefix(namespace))
+        for head in heads:
+            await self._purge(bucket, head.key, None)
+        return len(heads)
 
     # -- namespaces --------------------------------------------------------------------------------
 
@@ -319,6 +423,16 @@ class EntityStore:
         if revision is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(revision)
         await self._bus.publish(f"$KV.{bucket}.{key}", b"", headers=headers)  # raises broker errors only
+
+    async def _scan_heads(self, bucket: str, pattern: str) -> builtins.list[_Head]:
+        """Like `_scan`, with the headers of each current entry and never its value."""
+        await self._bus.kv(bucket)
+        prefix = f"$KV.{bucket}."
+        return [
+            _Head(msg.subject[len(prefix) :], msg.headers, msg.metadata.sequence.stream)
+            for msg in await self._bus.last_per_subject(f"KV_{bucket}", prefix + pattern, headers_only=True)
+            if not is_tombstone(msg.headers)
+        ]
 
     async def _scan(self, bucket: str, pattern: str) -> builtins.list[_Item]:
         """Current values of the keys matching `pattern` (deleted ones left out), in one consumer pass."""

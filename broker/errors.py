@@ -65,5 +65,15 @@ class Unavailable(SquallError):
     )
 
 
+class StorageFull(Unavailable):
+    """A stream, bucket or object store reached its byte bound and refuses new messages (discard-new)."""
+
+    default_message = "The server has no room left to store this request; retry later."
+
+
+class QuotaExceeded(Forbidden):
+    """A namespace reached one of its quotas (entities): a 403, which retrying does not change."""
+
+
 class InternalError(SquallError):
     pass

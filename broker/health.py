@@ -78,8 +78,11 @@ def ordered(beats: Iterable[Heartbeat]) -> list[Heartbeat]:
 
 
 def listing(beats: Iterable[Heartbeat], now: int) -> dict[str, str]:
-    """`GET /invokers` as OpenWhisk's controller answers it: `{"invoker0/<id>": "up", …}`."""
-    return {f"invoker{i}/{b.id}": invoker_state(b, now) for i, b in enumerate(ordered(beats))}
+    """`GET /invokers` as OpenWhisk's controller answers it: `{"invoker0/0": "up", …}`, oldest first.
+
+    The route needs no key, so it names invokers by their rank only: their ids carry host names and pids,
+    which tell a stranger what runs where."""
+    return {f"invoker{i}/{i}": invoker_state(b, now) for i, b in enumerate(ordered(beats))}
 
 
 def healthy_count(beats: Iterable[Heartbeat], now: int) -> int:

@@ -73,6 +73,7 @@ def stream_config(spec: StreamSpec) -> api.StreamConfig:
         retention=retention,
         max_age=spec.max_age_s,
         max_bytes=spec.max_bytes,
+        discard=api.DiscardPolicy.NEW if spec.discard == "new" else api.DiscardPolicy.OLD,
         storage=api.StorageType.FILE,
         num_replicas=spec.replicas,
         duplicate_window=spec.duplicate_window_s,

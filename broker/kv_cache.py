@@ -14,6 +14,12 @@ from broker.bus import JetStreamBus
 V = TypeVar("V")
 
 MAX_ENTRIES = 10_000
+# What a value counts for when its cache is given no measure: a small record (a key, a namespace).
+SMALL_RECORD_BYTES = 512
+
+
+def _small(_: object) -> int:
+    return SMALL_RECORD_BYTES
 
 
 class KvCache(Generic[V]):
@@ -24,13 +30,27 @@ class KvCache(Generic[V]):
     write (a PUT, then an invoke; a key rotation, then a request) always finds the entry already dropped.
     A load that raced with a write is not kept (the generation check), and a reconnection, which may have
     lost invalidations, empties the cache. None is never kept, so misses (e.g. guessed keys) cannot fill it.
+
+    Bounded by entries and by bytes (`sizeof` measures a value; SQUALL_CACHE_MAX_MB by default): past either,
+    the least recently used values go. A value larger than the whole budget is served but not kept.
     """
 
-    def __init__(self, bus: JetStreamBus, bucket: str, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        bus: JetStreamBus,
+        bucket: str,
+        max_entries: int = MAX_ENTRIES,
+        *,
+        max_bytes: int | None = None,
+        sizeof: Callable[[V], int] = _small,
+    ) -> None:
         self.bus = bus
         self._prefix = f"$KV.{bucket}."
         self._max = max_entries
-        self._values: dict[str, V] = {}
+        self._max_bytes = bus.settings.cache_max_mb * 1024 * 1024 if max_bytes is None else max_bytes
+        self._sizeof = sizeof
+        self._bytes = 0
+        self._values: dict[str, tuple[V, int]] = {}  # insertion order is recency: the first is evicted first
         self._generation = 0
         self._reconnects = -1
         self._sub: Any = None
@@ -47,24 +67,50 @@ class KvCache(Generic[V]):
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        self._clear()
+
+    @property
+    def size_bytes(self) -> int:
+        """What the kept values count for, by `sizeof`."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _clear(self) -> None:
         self._values.clear()
+        self._bytes = 0
+
+    def _drop(self, key: str) -> None:
+        found = self._values.pop(key, None)
+        if found is not None:
+            self._bytes -= found[1]
+
+    def _keep(self, key: str, value: V) -> None:
+        size = self._sizeof(value)
+        if size > self._max_bytes:
+            return
+        self._drop(key)
+        while self._values and (len(self._values) >= self._max or self._bytes + size > self._max_bytes):
+            self._drop(next(iter(self._values)))
+        self._values[key] = (value, size)
+        self._bytes += size
 
     async def _on_write(self, msg: Msg) -> None:
         self._generation += 1
-        self._values.pop(msg.subject.removeprefix(self._prefix), None)
+        self._drop(msg.subject.removeprefix(self._prefix))
 
     async def get(self, key: str, load: Callable[[], Awaitable[V | None]]) -> V | None:
         reconnects = self.bus.reconnects
         if reconnects != self._reconnects:
             self._reconnects = reconnects
-            self._values.clear()
+            self._clear()
             self._generation += 1
-        elif self._sub is not None and (found := self._values.get(key)) is not None:
-            return found
+        elif self._sub is not None and (found := self._values.pop(key, None)) is not None:
+            self._values[key] = found  # now the most recently used
+            return found[0]
         generation = self._generation
         value = await load()
         if value is not None and generation == self._generation and self._sub is not None:
-            if len(self._values) >= self._max:
-                self._values.clear()  # crude, and rare: a cache this full serves few requests per entry
-            self._values[key] = value
+            self._keep(key, value)
         return value

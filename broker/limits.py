@@ -37,6 +37,10 @@ NESTING_MAX_DEPTH = 90
 INVOCATIONS_PER_MINUTE = 60
 CONCURRENT_INVOCATIONS = 30
 FIRES_PER_MINUTE = 60
+# Squall's storage quotas (OpenWhisk has none): the defaults of SQUALL_ENTITIES_PER_NAMESPACE and
+# SQUALL_DEADLETTERS_PER_NAMESPACE.
+ENTITIES_PER_NAMESPACE = 1000
+DEADLETTERS_PER_NAMESPACE = 1000
 
 
 class NamespaceDefaults(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +49,8 @@ class NamespaceDefaults(msgspec.Struct, frozen=True, kw_only=True):
     invocationsPerMinute: int = INVOCATIONS_PER_MINUTE
     concurrentInvocations: int = CONCURRENT_INVOCATIONS
     firesPerMinute: int = FIRES_PER_MINUTE
+    maxEntities: int = ENTITIES_PER_NAMESPACE
+    maxDeadLetters: int = DEADLETTERS_PER_NAMESPACE
 
 
 OPENWHISK_DEFAULTS = NamespaceDefaults()
@@ -55,6 +61,8 @@ def namespace_defaults(settings: Settings) -> NamespaceDefaults:
         invocationsPerMinute=settings.invocations_per_minute,
         concurrentInvocations=settings.concurrent_invocations,
         firesPerMinute=settings.fires_per_minute,
+        maxEntities=settings.entities_per_namespace,
+        maxDeadLetters=settings.deadletters_per_namespace,
     )
 
 
@@ -190,6 +198,10 @@ class EffectiveLimits(msgspec.Struct, frozen=True, kw_only=True):
     maxActionConcurrency: int = CONCURRENCY[1]
     maxParameterSize: int = PARAMETERS_MAX_BYTES
     maxActionInstances: int = CONCURRENT_INVOCATIONS
+    # Squall's storage quotas: entities it may hold (a create past it is a 403), dead letters it keeps (the
+    # oldest are dropped past it).
+    maxEntities: int = ENTITIES_PER_NAMESPACE
+    maxDeadLetters: int = DEADLETTERS_PER_NAMESPACE
 
 
 def effective_limits(
@@ -203,6 +215,8 @@ def effective_limits(
         firesPerMinute=_or(overrides.firesPerMinute, defaults.firesPerMinute),
         # An action cannot run more instances than its namespace may run activations at once.
         maxActionInstances=concurrent,
+        maxEntities=_or(overrides.maxEntities, defaults.maxEntities),
+        maxDeadLetters=_or(overrides.maxDeadLetters, defaults.maxDeadLetters),
     )
 
 

@@ -24,6 +24,8 @@ class NamespaceLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     concurrentInvocations: int | None = None
     firesPerMinute: int | None = None
     activationRetentionDays: int | None = None  # how long its activation records are kept
+    maxEntities: int | None = None  # actions + triggers + rules + packages it may hold
+    maxDeadLetters: int | None = None  # dead letters kept; past it the oldest are dropped
 
 
 class AuthKey(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,11 +14,15 @@ from broker.errors import (
     InternalError,
     NotFound,
     SquallError,
+    StorageFull,
     Unavailable,
 )
 
 STREAM_EXISTS_DIFFERENTLY = 10058  # JSStreamNameExistErr: same name, other config
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+# JSStreamStoreFailedF as a full stream with discard-new answers it ("maximum bytes exceeded", also for
+# messages and per-subject bounds).
+STREAM_FULL = 10077
 
 
 def redact(url: str) -> str:
@@ -37,6 +41,8 @@ def translate(exc: BaseException, doing: str) -> SquallError:
         return exc
     if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
         return ConcurrentModification()
+    if getattr(exc, "err_code", None) == STREAM_FULL or "maximum bytes exceeded" in str(exc):
+        return StorageFull(f"{StorageFull.default_message} ({doing}: the store is full)")
     if isinstance(exc, nats.js.errors.NotFoundError):  # includes KeyNotFound/KeyDeleted
         return NotFound()
     # The KV error subclasses skip APIError.__init__, so their attributes may be missing.

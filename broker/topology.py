@@ -14,6 +14,8 @@ import msgspec
 from broker import subjects
 from broker.config import Settings
 
+MB: Final = 1024 * 1024
+
 DUPLICATE_WINDOW_S: Final = (
     120.0  # how long a Nats-Msg-Id is remembered: retried fires within it create nothing
 )
@@ -40,6 +42,9 @@ INVOKERS_BUCKET: Final = "squall_invokers"
 FEEDS_MEMBERS_FORGET_AFTER_S: Final = 60.0
 
 Retention = Literal["limits", "work-queue"]
+# What a full stream does: drop its oldest messages ("old": a history, whose oldest part matters least) or
+# refuse the new one ("new": a queue of work, where dropping would lose accepted work silently).
+Discard = Literal["old", "new"]
 DeliverFrom = Literal["all", "new"]
 
 
@@ -49,15 +54,17 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     retention: Retention = "limits"
     max_age_s: float | None = None  # None: kept until consumed (work queue) or removed by hand
     max_bytes: int | None = None
+    discard: Discard = "old"
     replicas: int = 1
     duplicate_window_s: float = DUPLICATE_WINDOW_S
 
 
 class BucketSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A KV bucket (one value per key)."""
+    """A KV bucket (one value per key; a full bucket refuses writes, JetStream's discard-new for KV)."""
 
     name: str
     ttl_s: float | None = None
+    max_bytes: int | None = None
     replicas: int = 1
 
 
@@ -108,6 +115,7 @@ def topology(settings: Settings) -> Topology:
     """Squall's streams, buckets and consumers (DESIGN.md § State) for these settings."""
     replicas = settings.replicas
     history_age = settings.stream_max_age_days * 86400.0
+    records = settings.records_max_mb * MB
     return Topology(
         streams=(
             # The event history that replay and dry runs read: kept by age.
@@ -115,16 +123,20 @@ def topology(settings: Settings) -> Topology:
                 name=subjects.TRIGGERS_STREAM,
                 subjects=(subjects.TRIGGERS_SUBJECTS,),
                 max_age_s=history_age,
+                max_bytes=settings.triggers_max_mb * MB,
                 replicas=replicas,
                 # An alarm instant is fired again by the process that takes the alarm over (up to
                 # feeds_takeover_s late): its first fire must still be remembered then.
                 duplicate_window_s=max(DUPLICATE_WINDOW_S, 4 * settings.feeds_takeover_s),
             ),
-            # Work: a message lives until an invoker acknowledges it.
+            # Work: a message lives until an invoker acknowledges it. Full, it refuses new runs (a 503 to
+            # whoever publishes one) instead of dropping accepted ones.
             StreamSpec(
                 name=subjects.INVOKE_STREAM,
                 subjects=(subjects.INVOKE_SUBJECTS,),
                 retention="work-queue",
+                max_bytes=settings.invoke_max_mb * MB,
+                discard="new",
                 replicas=replicas,
             ),
             # The live and resumable record stream, feeding MongoDB.
@@ -132,6 +144,7 @@ def topology(settings: Settings) -> Topology:
                 name=subjects.ACTIVATIONS_STREAM,
                 subjects=(subjects.ACTIVATIONS_SUBJECTS,),
                 max_age_s=history_age,
+                max_bytes=settings.activations_max_mb * MB,
                 replicas=replicas,
             ),
             # Events services publish for the NATS-subject feeds (`events.<ns>.…`): each feed's consumer reads
@@ -143,41 +156,57 @@ def topology(settings: Settings) -> Topology:
                 max_bytes=settings.events_max_mb * 1024 * 1024,
                 replicas=replicas,
             ),
-            # Dead letters wait for a human: they never age out.
+            # Dead letters wait for a human, for a while: they age out, and the oldest go first when full
+            # (broker/dead_letters.py also keeps each namespace within its own quota).
             StreamSpec(
                 name=subjects.DEADLETTER_STREAM,
                 subjects=(subjects.DEADLETTER_SUBJECTS,),
+                max_age_s=settings.deadletter_max_age_days * 86400.0,
+                max_bytes=settings.deadletters_max_mb * MB,
                 replicas=replicas,
             ),
         ),
         buckets=(
-            BucketSpec(name=subjects.ENTITIES_BUCKET, replicas=replicas),
-            BucketSpec(name=subjects.NAMESPACES_BUCKET, replicas=replicas),
-            BucketSpec(name=subjects.AUTHKEYS_BUCKET, replicas=replicas),
-            BucketSpec(name=INVOKERS_BUCKET, ttl_s=INVOKERS_FORGET_AFTER_S, replicas=replicas),
-            BucketSpec(name=subjects.FEEDS_BUCKET, replicas=replicas),
-            BucketSpec(name=subjects.FEED_STATUS_BUCKET, replicas=replicas),
+            # Buckets keep one revision per key and never age (an entity or a key must not expire): their
+            # bound is bytes, past which a write is refused (503).
+            BucketSpec(
+                name=subjects.ENTITIES_BUCKET, max_bytes=settings.entities_max_mb * MB, replicas=replicas
+            ),
+            BucketSpec(name=subjects.NAMESPACES_BUCKET, max_bytes=records, replicas=replicas),
+            BucketSpec(name=subjects.AUTHKEYS_BUCKET, max_bytes=records, replicas=replicas),
+            BucketSpec(
+                name=INVOKERS_BUCKET, ttl_s=INVOKERS_FORGET_AFTER_S, max_bytes=records, replicas=replicas
+            ),
+            BucketSpec(name=subjects.FEEDS_BUCKET, max_bytes=records, replicas=replicas),
+            BucketSpec(name=subjects.FEED_STATUS_BUCKET, max_bytes=records, replicas=replicas),
             # Fired webhook deliveries: the marks expire once no sender would retry any more.
             BucketSpec(
                 name=subjects.WEBHOOK_DELIVERIES_BUCKET,
                 ttl_s=settings.webhook_replay_window_s,
+                max_bytes=records,
                 replicas=replicas,
             ),
             # Heartbeats of the live feeds processes: liveness is decided from their age (feeds/membership.py);
             # the TTL only clears the keys of processes that died long ago.
             BucketSpec(
-                name=subjects.FEEDS_MEMBERS_BUCKET, ttl_s=FEEDS_MEMBERS_FORGET_AFTER_S, replicas=replicas
+                name=subjects.FEEDS_MEMBERS_BUCKET,
+                ttl_s=FEEDS_MEMBERS_FORGET_AFTER_S,
+                max_bytes=records,
+                replicas=replicas,
             ),
         ),
         object_stores=(
-            ObjectStoreSpec(name=subjects.BLOBS_BUCKET, replicas=replicas),
+            # Action code: kept while an entity points at it, so bounded by bytes only.
+            ObjectStoreSpec(
+                name=subjects.BLOBS_BUCKET, max_bytes=settings.blobs_max_mb * MB, replicas=replicas
+            ),
             # Records too large for one message, until the recorder has them in MongoDB (it then deletes
             # them): they live no longer than the stubs on ACTIVATIONS that point at them, and a backlog of
             # them cannot take more than its bound of the server's disk.
             ObjectStoreSpec(
                 name=subjects.LARGE_RECORDS_BUCKET,
                 max_age_s=history_age,
-                max_bytes=settings.large_records_max_mb * 1024 * 1024,
+                max_bytes=settings.large_records_max_mb * MB,
                 replicas=replicas,
             ),
         ),

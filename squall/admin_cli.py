@@ -53,6 +53,8 @@ def with_store(ctx: click.Context, action: Callable[[EntityStore], Awaitable[Non
 
 def limits_options(func: Callable[..., None]) -> Callable[..., None]:
     names = (
+        "max-dead-letters",
+        "max-entities",
         "activation-retention-days",
         "fires-per-minute",
         "concurrent-invocations",
@@ -64,16 +66,21 @@ def limits_options(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def limits_from(
+    *,
     invocations_per_minute: int | None,
     concurrent_invocations: int | None,
     fires_per_minute: int | None,
     activation_retention_days: int | None = None,
+    max_entities: int | None = None,
+    max_dead_letters: int | None = None,
 ) -> NamespaceLimits:
     return NamespaceLimits(
         invocationsPerMinute=invocations_per_minute,
         concurrentInvocations=concurrent_invocations,
         firesPerMinute=fires_per_minute,
         activationRetentionDays=activation_retention_days,
+        maxEntities=max_entities,
+        maxDeadLetters=max_dead_letters,
     )
 
 
@@ -127,7 +134,7 @@ def namespace_list(ctx: click.Context) -> None:
 @click.argument("name")
 @click.pass_context
 def namespace_delete(ctx: click.Context, name: str) -> None:
-    """Delete a namespace and its keys."""
+    """Delete a namespace, its keys and its data (entities, feeds, queues, dead letters)."""
 
     async def action(store: EntityStore) -> None:
         await admin.delete_namespace(store, name)
@@ -144,7 +151,7 @@ def namespace_limits(ctx: click.Context, /, name: str, **limits: int | None) -> 
     """Show a namespace's limit overrides, or set those given (0 clears one back to the default)."""
 
     async def action(store: EntityStore) -> None:
-        ns = await store.get_namespace(name)
+        ns = await store.get_namespace(admin.checked_name(name))
         given = {k: v for k, v in msgspec.structs.asdict(limits_from(**limits)).items() if v is not None}
         if given:
             merged = msgspec.structs.asdict(ns.limits) | {k: (v or None) for k, v in given.items()}

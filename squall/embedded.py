@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -200,16 +201,29 @@ class EmbeddedNats(_EmbeddedServer):
     picks_own_port = True
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", *, sync_interval: str = ""
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        sync_interval: str = "",
+        authenticated: bool = False,
     ) -> None:
         super().__init__(data_dir, port, host)
         # JetStream's fsync policy: "" keeps nats-server's (every 2 minutes: an acknowledged message survives
         # a crash of the process, not of the machine); "always" syncs before every acknowledgement.
         self.sync_interval = sync_interval
+        # A user and password of this data dir (standalone): loopback is shared by every local user, and
+        # without them any of them could read keys' hashes, action code and activations off NATS.
+        self.credentials = nats_credentials(self.data_dir) if authenticated else None
 
     @property
     def url(self) -> str:
-        return self.address
+        """The client URL, with the credentials when the server requires them (never log it: `redact`)."""
+        if self.credentials is None:
+            return self.address
+        user, password = self.credentials
+        return f"{self.scheme}://{user}:{password}@{self.host}:{self.port}"
 
     def _command(self, executable: str) -> list[str]:
         store = self.data_dir / "jetstream"
@@ -231,11 +245,18 @@ class EmbeddedNats(_EmbeddedServer):
         ]
 
     def _config_args(self) -> list[str]:
-        """`-c nats.conf` for what only a config file can say (the fsync policy); nothing otherwise."""
-        if not self.sync_interval:
+        """`-c nats.conf` for what only a config file can say (the fsync policy, the credentials); nothing
+        otherwise. The file holds the password, so it is written 0600 like the credentials file."""
+        lines: list[str] = []
+        if self.sync_interval:
+            lines.append(f'jetstream {{\n  sync_interval: "{self.sync_interval}"\n}}')
+        if self.credentials is not None:
+            user, password = self.credentials
+            lines.append(f'authorization {{\n  user: "{user}"\n  password: "{password}"\n}}')
+        if not lines:
             return []
         config = self.data_dir / "nats.conf"
-        config.write_text(f'jetstream {{\n  sync_interval: "{self.sync_interval}"\n}}\n')
+        write_private(config, "\n".join(lines) + "\n")
         return ["-c", str(config)]
 
     async def _ready(self) -> bool:
@@ -270,6 +291,31 @@ class EmbeddedNats(_EmbeddedServer):
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             return None  # not written yet (or half-written)
         return port
+
+
+NATS_CREDENTIALS_FILE = "nats-credentials.json"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600 from its creation, never readable in between)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+
+
+def nats_credentials(data_dir: Path) -> tuple[str, str]:
+    """The embedded NATS user and password of a data dir: made on its first start, kept in a 0600 file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / NATS_CREDENTIALS_FILE
+    try:
+        found = json.loads(path.read_text())
+        return str(found["user"]), str(found["password"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    user, password = "squall", secrets.token_hex(24)
+    write_private(path, json.dumps({"user": user, "password": password}))
+    return user, password
 
 
 def _clear_stale_pid_file(pid_file: Path) -> None:

@@ -11,7 +11,7 @@ from api.context import app_state
 from api.gateway import InvokeGateway
 from api.server import ApiServer
 from broker.activation_store import ActivationStore
-from broker.activation_upkeep import ActivationUpkeep, namespace_retention
+from broker.activation_upkeep import ActivationUpkeep, namespace_birth, namespace_retention
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
@@ -103,7 +103,9 @@ async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[N
             ack_wait_s=settings.broker_ack_wait_s,
         ),
         ActivationUpkeep(
-            backbone.activations, namespace_retention(backbone.store, settings.activation_retention_days)
+            backbone.activations,
+            namespace_retention(backbone.store, settings.activation_retention_days),
+            born_of=namespace_birth(backbone.store),
         ),
         Throttles(backbone.bus, backbone.store, settings) as throttles,
         # Each rule's run counts against the namespace's limits, but waits instead of being refused.

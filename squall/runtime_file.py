@@ -23,10 +23,14 @@ class RuntimeInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 @contextlib.contextmanager
 def published(data_dir: Path, info: RuntimeInfo) -> Iterator[None]:
-    """Write the file for as long as the block runs; it holds no secrets (keys stay in the store)."""
+    """Write the file for as long as the block runs. Only its owner may read it: the NATS URL carries the
+    embedded server's credentials (API keys stay in the store, hashed)."""
     path = data_dir / FILENAME
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(codec.encode(info))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(codec.encode(info))
+    os.chmod(tmp, 0o600)
     tmp.replace(path)
     try:
         yield

@@ -16,8 +16,10 @@ from rich.console import Console
 
 from broker.admin import ensure_namespace
 from broker.config import GUEST_KEY, Settings
+from broker.entity_store import EntityStore
 from broker.errors import Unavailable
 from broker.namespaces import NamespaceLimits
+from broker.nats_errors import redact
 from runtimes.podman_service import PodmanService
 from squall import roles, runtime_file
 from squall.catalog import install_catalog
@@ -32,6 +34,25 @@ log = logging.getLogger("squall.standalone")
 GUEST_LIMITS = NamespaceLimits(
     invocationsPerMinute=1_000_000, concurrentInvocations=10_000, firesPerMinute=1_000_000
 )
+# Written in the data dir once the guest namespace has been seeded: later boots leave its keys alone, so a
+# `squall admin key rotate guest` (or deleting the namespace) is not undone by the next start.
+GUEST_SEEDED_MARKER = "guest-seeded"
+
+
+def should_seed_guest(first_boot: bool, guest_key: str) -> bool:
+    """Whether this boot puts the guest namespace and key in place: on the first boot of a data dir, or
+    whenever the operator chose the key (SQUALL_GUEST_KEY / --guest-key), never the well-known one again."""
+    return first_boot or guest_key != GUEST_KEY
+
+
+async def seed_guest(store: EntityStore, settings: Settings) -> bool:
+    """Create the guest namespace and key when `should_seed_guest` says so; True when it did."""
+    marker = settings.data_dir / GUEST_SEEDED_MARKER
+    if not should_seed_guest(not marker.exists(), settings.guest_key):
+        return False
+    await ensure_namespace(store, settings.guest_namespace, settings.guest_key, limits=GUEST_LIMITS)
+    marker.write_text("the guest namespace was created on this data dir's first boot\n")
+    return True
 
 
 @contextlib.contextmanager
@@ -57,7 +78,9 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             nats_url = settings.nats_url
             if not nats_url:
                 nats = await stack.enter_async_context(
-                    EmbeddedNats(settings.data_dir / "nats", sync_interval=settings.nats_sync)
+                    EmbeddedNats(
+                        settings.data_dir / "nats", sync_interval=settings.nats_sync, authenticated=True
+                    )
                 )
                 nats_url = nats.url
             mongodb_uri = settings.mongodb_uri
@@ -68,9 +91,7 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             await stack.enter_async_context(PodmanService(settings))
 
             backbone = await stack.enter_async_context(roles.Backbone(settings))
-            await ensure_namespace(
-                backbone.store, settings.guest_namespace, settings.guest_key, limits=GUEST_LIMITS
-            )
+            seeded = await seed_guest(backbone.store, settings)
             await install_catalog(backbone.store, settings)
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             # The invoker first, so that the API never answers 503 "no invokers" during boot; actions are told
@@ -81,7 +102,7 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             info = RuntimeInfo(pid=os.getpid(), api_url=api.url, nats_url=nats_url, mongodb_uri=mongodb_uri)
             stack.enter_context(runtime_file.published(settings.data_dir, info))
 
-            print_banner(console, settings, api.url, time.monotonic() - started)
+            print_banner(console, settings, api.url, time.monotonic() - started, show_key=seeded)
             await stop.wait()
             console.print("[bold]squall:[/] stopping…")
     console.print("[bold]squall:[/] stopped")
@@ -108,17 +129,20 @@ def stop_event() -> asyncio.Event:
     return event
 
 
-def print_banner(console: Console, settings: Settings, api_url: str, boot_s: float) -> None:
-    key = settings.guest_key
+def print_banner(
+    console: Console, settings: Settings, api_url: str, boot_s: float, *, show_key: bool = True
+) -> None:
+    key = settings.guest_key if show_key else "<the key you were given>"
     lines = [
         f"[bold green]Squall standalone[/] is up in {boot_s:.1f} s: API at [bold]{api_url}/api/v1[/]",
         f"  data dir:   {settings.data_dir}",
-        f"  NATS:       {settings.nats_url}",
+        f"  NATS:       {redact(settings.nats_url)}",
         f"  MongoDB:    {settings.mongodb_uri}",
         f"  namespace:  {settings.guest_namespace}",
-        f"  key:        {key}",
+        f"  key:        {key}"
+        + ("" if show_key else " (left as it was: `squall admin key rotate guest` prints a new one)"),
     ]
-    if key == GUEST_KEY:
+    if show_key and key == GUEST_KEY:
         lines.append(
             "  [yellow]warning:[/] this is OpenWhisk's well-known development key; set SQUALL_GUEST_KEY "
             "(or --guest-key) before exposing this server beyond this machine."

@@ -18,7 +18,10 @@ _MAX_AGE_S = 0.0
     "/invokers",
     "GET",
     Operation(
-        summary='Invoker health: `{"invoker0/<id>": "up" | "unhealthy" | "down"}`, oldest invoker first',
+        summary=(
+            'Invoker health: `{"invoker0/0": "up" | "unhealthy" | "down"}`, oldest invoker first '
+            "(by rank: no host names or process ids)"
+        ),
         tag="Invokers",
         response=dict[str, str],
         errors=(503,),

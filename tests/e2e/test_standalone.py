@@ -21,6 +21,7 @@ from broker.codec import encode
 from broker.config import GUEST_KEY
 from broker.errors import NotFound
 from broker.subjects import activation_subject
+from squall import runtime_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -183,7 +184,13 @@ def test_standalone_serves_stops_cleanly_and_keeps_state(workdir: Path) -> None:
         assert r.status_code == 401
 
         assert "well-known development key" in first.output()
-        nats_url = first.banner_value("NATS")
+        # The embedded NATS requires this data dir's credentials: the banner shows the URL without them,
+        # the runtime file (0600) has them for the admin CLI.
+        assert first.banner_value("NATS").startswith("nats://127.0.0.1:")
+        info = runtime_file.read(data_dir)
+        assert info is not None and "@" in info.nats_url and "@" not in first.banner_value("NATS")
+        assert (data_dir / runtime_file.FILENAME).stat().st_mode & 0o077 == 0
+        nats_url = info.nats_url
         mongo_uri = first.banner_value("MongoDB")
         assert nats_url.startswith("nats://")
         assert mongo_uri.startswith("mongodb://")

@@ -11,8 +11,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from broker.activation_store import ActivationStore
-from broker.activation_upkeep import DAY_MS, LEASE, ActivationUpkeep, RetentionOf, namespace_retention
-from broker.admin import create_namespace
+from broker.activation_upkeep import (
+    DAY_MS,
+    LEASE,
+    ActivationUpkeep,
+    RetentionOf,
+    namespace_birth,
+    namespace_retention,
+    previous_owner_cutoff,
+)
+from broker.admin import create_namespace, delete_namespace
+from broker.clock import now_ms
 from broker.entity_store import EntityStore
 from broker.namespaces import NamespaceLimits
 from tests.integration.test_activation_store import NOW, record
@@ -105,3 +114,28 @@ async def test_a_namespaces_retention_comes_from_its_limits(store: EntityStore) 
     assert await retention(mine) == 2
     assert await retention(other) == 7
     assert await retention("no-such-namespace") == 7
+
+
+async def test_a_recreated_namespace_loses_its_namesakes_records(
+    activations: ActivationStore, store: EntityStore
+) -> None:
+    ns = f"again-{uuid.uuid4().hex[:8]}"
+    await create_namespace(store, ns)
+    old = [record(now_ms() - 1000 - i, namespace=ns) for i in range(3)]
+    await activations.insert_many(old)
+    await delete_namespace(store, ns)
+    await create_namespace(store, ns)  # created after every record above
+    new = record(now_ms() + 1000, namespace=ns)
+    await activations.insert_many([new])
+    born = namespace_birth(store)
+    assert await born(ns) > max(r.start for r in old)
+    assert await born("no-such-namespace") == 0
+    upkeep = ActivationUpkeep(activations, days_of({}), born_of=born)
+    assert await upkeep.sweep() == 3
+    assert [r.activationId for r in await activations.list(ns)] == [new.activationId]
+
+
+def test_the_previous_owners_records_are_cut_at_the_creation() -> None:
+    assert previous_owner_cutoff(100, 0) == 100  # no creation instant: retention alone
+    assert previous_owner_cutoff(100, 500) == 500
+    assert previous_owner_cutoff(900, 500) == 900

@@ -25,6 +25,8 @@ DEFAULTS = {
     "maxActionConcurrency": 1,
     "maxParameterSize": 1048576,
     "maxActionInstances": 30,
+    "maxEntities": 1000,
+    "maxDeadLetters": 1000,
 }
 
 

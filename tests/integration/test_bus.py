@@ -60,7 +60,9 @@ def test_stream_configs_follow_the_design() -> None:
     assert configs[subjects.INVOKE_STREAM].retention == "workqueue"
     assert configs[subjects.TRIGGERS_STREAM].max_age == 2 * 86400
     assert configs[subjects.ACTIVATIONS_STREAM].max_age == 2 * 86400
-    assert configs[subjects.DEADLETTER_STREAM].max_age is None
+    assert configs[subjects.DEADLETTER_STREAM].max_age == 14 * 86400
+    assert configs[subjects.INVOKE_STREAM].discard == "new"
+    assert all(c.max_bytes and c.max_bytes > 0 for c in configs.values())
     assert all(c.storage == "file" and c.duplicate_window == 120 for c in configs.values())
 
 

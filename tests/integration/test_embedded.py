@@ -16,7 +16,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from broker.errors import Unavailable
-from squall.embedded import EmbeddedMongo, EmbeddedNats, free_port
+from squall.embedded import NATS_CREDENTIALS_FILE, EmbeddedMongo, EmbeddedNats, free_port, nats_credentials
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -232,3 +232,18 @@ async def test_nats_can_sync_every_acknowledged_message(tmp_path: Path) -> None:
         await js.add_stream(name="T", subjects=["t.>"])
         assert (await js.publish("t.x", b"synced")).seq == 1
         await nc.close()
+
+
+async def test_authenticated_nats_refuses_strangers_and_keeps_its_credentials(tmp_path: Path) -> None:
+    async with EmbeddedNats(tmp_path, authenticated=True) as server:
+        assert "@" in server.url
+        nc = await nats.connect(server.url)  # the data dir's credentials work
+        assert nc.is_connected
+        await nc.close()
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(server.address, allow_reconnect=False, max_reconnect_attempts=0)
+        first_url = server.url
+    for secret_file in (tmp_path / NATS_CREDENTIALS_FILE, tmp_path / "nats.conf"):
+        assert secret_file.stat().st_mode & 0o077 == 0, secret_file  # 0600: other local users cannot read
+    # The next boot of the data dir uses the same credentials (clients configured with them keep working).
+    assert nats_credentials(tmp_path) == tuple(first_url.split("//")[1].split("@")[0].split(":"))

@@ -369,10 +369,10 @@ async def test_invokers_are_listed_up_then_down_after_they_stop(
     async with agent(settings, FakePool("first"), bucket), agent(settings, FakePool("second"), bucket):
         r = await client.get("/invokers")
         assert r.status_code == 200
-        assert r.json() == {"invoker0/first": "up", "invoker1/second": "up"}
+        assert r.json() == {"invoker0/0": "up", "invoker1/1": "up"}
         assert (await client.get("/invokers/healthy/count")).json() == 2
     r = await client.get("/invokers")
-    assert r.json() == {"invoker0/first": "down", "invoker1/second": "down"}
+    assert r.json() == {"invoker0/0": "down", "invoker1/1": "down"}
 
 
 async def test_heartbeats_say_what_the_invoker_carries(
@@ -518,7 +518,7 @@ async def test_an_invoker_whose_pool_keeps_failing_turns_unhealthy_and_is_refuse
         assert failing.capacity == 1  # more than 3 of its last 10 were system errors
 
         async def unhealthy() -> bool:
-            return (await client.get("/invokers")).json() == {"invoker0/failing": "unhealthy"}
+            return (await client.get("/invokers")).json() == {"invoker0/0": "unhealthy"}
 
         await eventually(unhealthy)  # said in its next heartbeat
         r = await post(ns_client, "echo", blocking="true")

@@ -32,7 +32,8 @@ def test_policies_follow_the_design() -> None:
     streams = {s.name: s for s in shape.streams}
     assert streams[subjects.INVOKE_STREAM].retention == "work-queue"
     assert streams[subjects.TRIGGERS_STREAM].max_age_s == 2 * 86400
-    assert streams[subjects.DEADLETTER_STREAM].max_age_s is None  # letters wait for a human
+    # Letters wait for a human, for a while (SQUALL_DEADLETTER_MAX_AGE_DAYS).
+    assert streams[subjects.DEADLETTER_STREAM].max_age_s == 14 * 86400
     events = event_queue(Settings(broker_ack_wait_s=4.0), "a.b c")
     assert events.deliver == "new"  # a new queue must not replay the event history
     assert events.ack_wait_s == 4.0 and events.filter_subject == "trigger.a=2Eb=20c.>"
@@ -54,3 +55,21 @@ def test_replicas_come_from_one_setting() -> None:
     assert {b.replicas for b in shape.buckets} == {3}
     assert {o.replicas for o in shape.object_stores} == {3}
     assert {s.replicas for s in topology(Settings()).streams} == {1}
+
+
+def test_every_stream_bucket_and_object_store_has_a_byte_bound() -> None:
+    settings = Settings(invoke_max_mb=3, entities_max_mb=5, records_max_mb=2, blobs_max_mb=7)
+    shape = topology(settings)
+    assert all(s.max_bytes for s in shape.streams)
+    assert all(b.max_bytes for b in shape.buckets)
+    assert all(o.max_bytes for o in shape.object_stores)
+    streams = {s.name: s for s in shape.streams}
+    # The work queue refuses new work when full; the histories drop their oldest messages.
+    assert streams[subjects.INVOKE_STREAM].discard == "new"
+    assert streams[subjects.INVOKE_STREAM].max_bytes == 3 * 1024 * 1024
+    assert streams[subjects.TRIGGERS_STREAM].discard == "old"
+    assert streams[subjects.ACTIVATIONS_STREAM].discard == "old"
+    assert all(s.max_age_s for s in shape.streams if s.retention == "limits")
+    assert shape.bucket(subjects.ENTITIES_BUCKET).max_bytes == 5 * 1024 * 1024
+    assert shape.bucket(subjects.ENTITIES_BUCKET).ttl_s is None  # entities never age out
+    assert shape.bucket(subjects.AUTHKEYS_BUCKET).max_bytes == 2 * 1024 * 1024
