@@ -88,8 +88,9 @@ async def rotate_key(store: EntityStore, name: str) -> str:
 async def delete_namespace(store: EntityStore, name: str) -> None:
     """Delete a namespace with its keys and its data, so that a new namespace of that name starts empty.
 
-    Keys go first (nothing can write there any more), then entities, feed registrations, its queues and
-    their messages (TRIGGERS, INVOKE), its live records (ACTIVATIONS) and its dead letters. Activation records
+    Keys go first (nothing can write there any more), then entities, feed registrations (and fired webhook
+    deliveries), its queues and their messages (TRIGGERS, INVOKE), its live records (ACTIVATIONS), its dead letters
+    and its published events (EVENTS). Activation records
     in MongoDB are left to the broker's upkeep, which alone deletes records (so the counts stay right): those
     older than a namespace's creation go at its next sweep (broker/activation_upkeep.py), the others by
     retention.
@@ -108,9 +109,12 @@ async def purge_namespace_data(store: EntityStore, name: str) -> None:
     await store.delete_all(name)
     await store.purge_keys(subjects.FEEDS_BUCKET, name)
     await store.purge_keys(subjects.FEED_STATUS_BUCKET, name)
+    await store.purge_keys(subjects.WEBHOOK_DELIVERIES_BUCKET, name)
     await bus.delete_consumer(subjects.TRIGGERS_STREAM, topology.event_queue(bus.settings, name).durable)
     await bus.delete_consumer(subjects.INVOKE_STREAM, topology.invoke_queue(bus.settings, name, 1).durable)
     await bus.purge(subjects.TRIGGERS_STREAM, subjects.trigger_filter(name))
     await bus.purge(subjects.INVOKE_STREAM, subjects.invoke_filter(name))
     await bus.purge(subjects.ACTIVATIONS_STREAM, subjects.activation_filter(name))
     await bus.purge(subjects.DEADLETTER_STREAM, subjects.deadletter_subject(name))
+    # Events published for its NATS feeds (their consumers go with the registrations, feeds/nats_runner.py).
+    await bus.purge(subjects.EVENTS_STREAM, subjects.events_prefix(name) + ">")
