@@ -67,7 +67,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def setup(store: EntityStore, bus: JetStreamBus, alarms: int) -> dict[str, FeedRegistration]:
-    key = await create_namespace(store, NAMESPACE, limits=NamespaceLimits(firesPerMinute=10_000_000))
+    # Two entities per alarm (a trigger and its rule): past the default entity quota.
+    limits = NamespaceLimits(firesPerMinute=10_000_000, maxEntities=2 * alarms + 100)
+    key = await create_namespace(store, NAMESPACE, limits=limits)
     subject = key.split(":")[0]
     await store.create(
         ACTIONS, Action(namespace=NAMESPACE, name="noop", exec=Exec(kind="nodejs:18", code="x"))

@@ -8,6 +8,7 @@ fire's id and creates nothing; feeds use it for an alarm's instant and a webhook
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -65,6 +66,31 @@ class TriggerFiring:
     async def fire(self, request: Fire) -> str | None:
         """Throttled (429) past firesPerMinute, NotFound for an unknown trigger, BadRequest past the hop limit
         (recorded as a refused trigger activation), PayloadTooLarge when parameters and payload pass a message."""
+        event = await self._event(request)
+        if event is None:
+            return None
+        await self.events.publish(event)  # trigger parameters can make it too large (413)
+        return event.activationId
+
+    async def fire_many(self, requests: Sequence[Fire]) -> list[str | Exception | None]:
+        """Each request's outcome as `fire` would answer it (the error instead of raising it), with the events
+        published pipelined rather than one acknowledgement at a time: an alarm tick's fires."""
+        outcomes: list[str | Exception | None] = []
+        events: list[TriggerEvent] = []
+        for request in requests:
+            try:
+                event = await self._event(request)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(None if event is None else event.activationId)
+            if event is not None:
+                events.append(event)
+        failures = iter(await self.events.publish_many(events))
+        return [(next(failures) or outcome) if isinstance(outcome, str) else outcome for outcome in outcomes]
+
+    async def _event(self, request: Fire) -> TriggerEvent | None:
+        """The event a fire stores, None when no rule is active; refusals raise (see `fire`)."""
         namespace, name = request.namespace, request.trigger
         await self.throttles.check_fire(namespace)
         trigger = (await self.entities.get(TRIGGERS, namespace, name)).entity
@@ -94,5 +120,4 @@ class TriggerFiring:
                 subjects.activation_subject(namespace, name), codec.encode(record), msg_id=activation_id
             )
             raise BadRequest(message)
-        await self.events.publish(event)  # trigger parameters can make it too large (413)
-        return activation_id
+        return event

@@ -11,8 +11,9 @@ of their own, so that one namespace's backlog never stands in front of another's
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.errors import NotFound, SquallError
 from broker.invocations import Invocation
+from broker.jetstream_records import PubAck
 from broker.periodic import Periodic
 from broker.stream_worker import StreamWorker
 from broker.topology import (
@@ -120,6 +122,29 @@ class EventQueues(NamespaceQueues):
         await self.ensure(event.namespace)
         subject = subjects.trigger_subject(event.namespace, event.trigger)
         await self.bus.publish(subject, payload, msg_id=event.activationId)
+
+    async def publish_many(self, events: Sequence[TriggerEvent]) -> list[Exception | None]:
+        """Store several events, pipelined; each one's failure (None for stored), in order."""
+        for namespace in {event.namespace for event in events}:
+            await self.ensure(namespace)
+        pending: list[asyncio.Future[PubAck] | Exception] = []
+        for event in events:
+            try:
+                payload = self.bus.encode(event)
+                subject = subjects.trigger_subject(event.namespace, event.trigger)
+                pending.append(await self.bus.publish_async(subject, payload, msg_id=event.activationId))
+            except Exception as exc:
+                pending.append(exc)
+        futures = [item for item in pending if not isinstance(item, Exception)]
+        settled = iter(await asyncio.gather(*futures, return_exceptions=True))
+        outcomes: list[Exception | None] = []
+        for item in pending:
+            if isinstance(item, Exception):
+                outcomes.append(item)
+                continue
+            result = next(settled)
+            outcomes.append(result if isinstance(result, Exception) else None)
+        return outcomes
 
     async def existing(self) -> list[ConsumerSpec]:
         """The event queues, and the one engine consumer of earlier versions while it still has events

@@ -38,10 +38,10 @@ from feeds.membership import Membership
 from feeds.schedule import (
     MAX_TRIGGERS_MESSAGE,
     ONCE,
+    Instants,
     Plan,
     catch_up,
     exhausted_message,
-    next_instant,
     plan_of,
 )
 
@@ -57,6 +57,7 @@ class Owned(msgspec.Struct, kw_only=True):
     plan: Plan
     status: FeedStatus
     generation: int  # heap entries of an older generation are stale
+    instants: Instants  # the plan's instants, read in order
 
 
 def idempotency_key(registration: FeedRegistration, instant: int) -> str:
@@ -177,7 +178,13 @@ class AlarmScheduler:
         if self.registrations.get(key) != registration or not self.membership.owns(key):
             return  # changed again meanwhile: the newer call decides
         generation = next(self._generations)
-        owned = Owned(registration=registration, plan=plan, status=status, generation=generation)
+        owned = Owned(
+            registration=registration,
+            plan=plan,
+            status=status,
+            generation=generation,
+            instants=Instants(plan),
+        )
         self.owned[key] = owned
         now = now_ms()
         since = max(status.lastFire or 0, registration.updated, registration.created)
@@ -188,7 +195,7 @@ class AlarmScheduler:
             int(self.settings.feeds_takeover_s * 1000),
             self.settings.feeds_missed_ticks,
         )
-        following = next_instant(plan, max(now, due[-1] if due else now))
+        following = owned.instants.after(max(now, due[-1] if due else now))
         for instant in due:
             self._spawn(self._fire(key, owned, instant, last=following is None and instant == due[-1]))
         if following is None:
@@ -210,16 +217,21 @@ class AlarmScheduler:
     async def _run(self) -> None:
         while not self._stopping:
             now = now_ms()
+            due: list[tuple[str, Owned, int, bool]] = []
             while self._heap and self._heap[0][0] <= now:
                 instant, _, key, generation = heapq.heappop(self._heap)
                 owned = self.owned.get(key)
                 if owned is None or owned.generation != generation:
                     continue
-                following = next_instant(owned.plan, instant)
+                following = owned.instants.after(instant)
                 if following is not None:
                     self._push(following, key, generation)
                 owned.status = msgspec.structs.replace(owned.status, nextFire=following)
-                self._spawn(self._fire(key, owned, instant, last=following is None))
+                due.append((key, owned, instant, following is None))
+            if due:
+                # One tick's fires go out together, pipelined: a thousand alarms on the same second are one
+                # batch of publishes, not a thousand tasks each waiting for its acknowledgement.
+                self._spawn(self._fire_due(due))
             delay = (self._heap[0][0] - now_ms()) / 1000 if self._heap else IDLE_WAKE_S
             self._wake.clear()
             if delay > 0:
@@ -233,25 +245,46 @@ class AlarmScheduler:
 
     # -- firing -----------------------------------------------------------------------------------------------
 
-    async def _fire(self, key: str, owned: Owned, instant: int, *, last: bool = False) -> None:
+    async def _fire_due(self, due: list[tuple[str, Owned, int, bool]]) -> None:
+        outcomes = await self.firing.fire_many(
+            [self._request(owned, instant) for _, owned, instant, _ in due]
+        )
+        for (key, owned, instant, last), outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                # Retried on its own, by OpenWhisk's rules; the first attempt is the batch's.
+                self._spawn(self._fire(key, owned, instant, last=last, failed=outcome))
+            else:
+                await self._fired(key, owned, instant, last)
+
+    def _request(self, owned: Owned, instant: int) -> Fire:
         registration = owned.registration
-        request = Fire(
+        return Fire(
             namespace=registration.namespace,
             trigger=registration.trigger,
             subject=registration.subject,
             payload=registration.config.get("payload") or {},
             idempotency_key=idempotency_key(registration, instant),
         )
+
+    async def _fire(
+        self, key: str, owned: Owned, instant: int, *, last: bool = False, failed: Exception | None = None
+    ) -> None:
+        """Fire one instant (after a first attempt that `failed`, when given), retrying by OpenWhisk's rules."""
+        registration = owned.registration
+        request = self._request(owned, instant)
         attempt, throttled = 0, 0
         while True:
             attempt += 1
             try:
+                if failed is not None:
+                    raise failed
                 await self.firing.fire(request)  # None (no active rule) is a success, as OpenWhisk's 204
                 break
             except SquallError as exc:
                 decision = after_failure(http_status(exc), exc.message, attempt, throttled)
             except Exception as exc:  # not one of ours: an outage of some kind, retried like a 5xx
                 decision = after_failure(500, str(exc), attempt, throttled)
+            failed = None
             if isinstance(decision, Retry):
                 throttled = decision.throttled
                 await asyncio.sleep(decision.delay_s)
@@ -264,6 +297,11 @@ class AlarmScheduler:
                 log.warning("alarm %s: %s", key, decision.message)
                 self._note(key, owned, lastError=decision.message)
             return
+        await self._fired(key, owned, instant, last)
+
+    async def _fired(self, key: str, owned: Owned, instant: int, last: bool) -> None:
+        """After an accepted fire: the status, and what a plan's end or a once alarm asks for."""
+        registration = owned.registration
         self.fires += 1
         count = owned.status.fireCount + 1
         self._note(key, owned, lastFire=max(instant, owned.status.lastFire or 0), fireCount=count)

@@ -201,3 +201,31 @@ def test_exhausted_messages() -> None:
     assert exhausted_message(Plan(kind=ONCE), fired=True) == "Automatically disabled after firing once"
     assert "cron" in exhausted_message(cron("* * * * *"), fired=True)
     assert "interval" in exhausted_message(Plan(kind=INTERVAL, minutes=1), fired=True)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        cron("30 2 * * *", "America/New_York"),  # across spring-forward and fall-back
+        cron("*/20 * * * *", "Europe/Berlin"),
+        cron("* * * * * *", start=ms(2026, 3, 8, 6, 59, 58), stop=ms(2026, 3, 8, 7, 0, 5)),
+        Plan(kind=INTERVAL, minutes=7, start=ms(2026, 1, 1)),
+    ],
+)
+def test_instants_read_in_order_answer_as_next_instant(plan: Plan) -> None:
+    from feeds.schedule import Instants
+
+    instants = Instants(plan)
+    cursor = ms(2026, 3, 7)
+    expected = []
+    reference = cursor
+    while (found := next_instant(plan, reference)) is not None and len(expected) < 200:
+        expected.append(found)
+        reference = found
+    got = []
+    while (found := instants.after(cursor)) is not None and len(got) < 200:
+        got.append(found)
+        cursor = found
+    assert got == expected
+    if len(expected) > 3:  # asking out of order starts over, with the same answers
+        assert instants.after(expected[0]) == expected[1]
