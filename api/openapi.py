@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -213,6 +214,7 @@ def build_document(routes: Iterable[BaseRoute], *, version: str = "1.0.0") -> di
             tags.append(route.operation.tag)
     schemas.resolve()
     _fill_schemas(paths, schemas)
+    _link_entities(paths)
     statuses = sorted({int(s) for item in paths.values() for op in item.values() for s in op["responses"]})
     components = dict(schemas.components)
     components[ERROR_SCHEMA] = _ERROR_SCHEMA
@@ -232,6 +234,28 @@ def build_document(routes: Iterable[BaseRoute], *, version: str = "1.0.0") -> di
             "securitySchemes": {SECURITY_SCHEME: {"type": "http", "scheme": "basic"}},
         },
     }
+
+
+# The entity collections whose PUT creates what the path's other operations then read, update, fire or delete.
+_ENTITY_PATH = re.compile(r"^/api/v1/namespaces/\{namespace\}/(actions|triggers|rules|packages)/\{[a-z]+\}$")
+
+
+def _link_entities(paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from each entity's create (PUT, 200) to the operations on the same path, fed with the same
+    path parameters: what a client does next (get, update, invoke/fire/enable, delete), and what stateful
+    fuzzers (schemathesis) follow to reach past the 404s of made-up names."""
+    for path, item in paths.items():
+        create = item.get("put")
+        if create is None or not _ENTITY_PATH.match(path) or "200" not in create["responses"]:
+            continue
+        names = [p["name"] for p in create["parameters"] if p["in"] == "path"]
+        create["responses"]["200"]["links"] = {
+            f"{method.upper()} {op['operationId']}": {
+                "operationId": op["operationId"],
+                "parameters": {f"path.{n}": f"$request.path.{n}" for n in names},
+            }
+            for method, op in item.items()
+        }
 
 
 def _fill_schemas(paths: dict[str, dict[str, Any]], schemas: _Schemas) -> None:

@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_memory_mb: int = 2048
     pool_prewarm: str = "python:1,nodejs:1"
     pool_idle_timeout_s: float = 600.0
+    # A warm container idle this long is paused (frozen) where the host allows it (OpenWhisk: 10 s); 0: never.
+    pool_pause_grace_s: float = 10.0
 
     # Per-namespace throttles where a namespace's record sets none (OpenWhisk's 60/30/60). Rates count per
     # calendar minute in each API or broker process; activations in flight count across all of them.

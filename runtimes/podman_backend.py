@@ -16,8 +16,16 @@ scheduler's autogroups give all its processes together one share of the CPU, not
 socket, /tmp and /dev/shm (both `tmpfs_mb`) are the only places it can write; the socket directory is made
 read-only for it once the proxy listens.
 
-Memory. Without cgroups, RLIMIT_DATA (private writable memory of each process) stands in for the memory limit:
-RLIMIT_AS would stop Node.js from starting, since V8 reserves large virtual ranges it never touches.
+Memory, processes, CPU, pausing: what the host offers (`HostFeatures.limits_by`, logged once at start).
+- "podman": cgroup v2 with controllers delegated to the engine's user: the engine sets memory (= memory + swap),
+  pids and CPU shares per container, and pauses idle containers itself.
+- "invoker": cgroup v1 (the engine can do none of it rootless), but this process can write the v1 hierarchies
+  (it runs as root): runtimes/cgroups.py sets the same limits and freezes idle containers.
+- "rlimits": neither. RLIMIT_DATA (private writable memory of each process) stands in for the memory limit, and
+  the per-container RLIMIT_NPROC is lowered (`nproc_rlimit_only`), so that a container's memory stays below
+  nproc x memory limit. RLIMIT_AS would stop Node.js from starting, since V8 reserves large virtual ranges it never
+  touches; RLIMIT_CPU counts CPU time over a process's life, so it would kill a warm container after enough
+  honest runs: CPU is bounded by the run timeout and the per-session autogroup instead. Nothing pauses.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -43,10 +52,13 @@ from podman.errors import APIError, ImageNotFound, NotFound
 
 from broker.config import Settings
 from broker.errors import BadRequest, InternalError, SquallError, Unavailable
+from runtimes.cgroups import Limits, V1Cgroups, cpu_shares, open_v1, remove_pools
 from runtimes.images import RECIPES, SYSTEM_PATH, PodmanUser, image_tag, resolve_podman_user
 from runtimes.podman_service import PodmanService
 from runtimes.proxy import install_proxies
 from runtimes.uds_http import DEFAULT_MAX_BODY, UdsConnection, connect_when_ready
+
+log = logging.getLogger(__name__)
 
 POOL_LABEL = "squall.pool"
 # "<pid>:<start time>" of the process that created the container: a dead owner's leftovers are swept.
@@ -73,6 +85,10 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     tmpfs_mb: int = 64
     nofile: int = 1024
     nproc: int = 512  # per container (each has its own user id): bounds a fork bomb well below pid_max
+    # Where no cgroup limits memory, RLIMIT_NPROC is what bounds a container's memory (each process may hold its
+    # RLIMIT_DATA): Node.js needs about a dozen tasks (threads count), Python a few; the rest is for children.
+    nproc_rlimit_only: int = 64
+    cpu_total_mb: int = 2048  # the pool's memory budget: a container's CPU shares are its part of it
     # Container user ids are picked in [uid_low, uid_high) of the engine's user namespace (its subuid range).
     uid_low: int = 10000
     uid_high: int = 60000
@@ -87,6 +103,27 @@ class HostFeatures(msgspec.Struct, frozen=True, kw_only=True):
     pids_limits: bool
     egress: bool
     egress_problem: str = ""  # why egress is unavailable
+    cpu_limits: bool = False
+    limits_by: str = "rlimits"  # "podman" (cgroup v2), "invoker" (cgroup v1 written by us) or "rlimits"
+    pause: str = (
+        ""  # how idle containers are paused: "podman", "freezer" (our cgroup v1 freezer) or "" (never)
+    )
+
+    def describe(self, box: Sandbox) -> str:
+        """One line for the log: what a container's limits really are on this host."""
+        if self.limits_by == "rlimits":
+            enforced = (
+                f"rlimits only: nproc {min(box.nproc, box.nproc_rlimit_only)} and data = memory limit per process, "
+                "no CPU limit besides the timeout"
+            )
+        else:
+            kinds = [k for k, on in (("memory+swap", self.memory_limits), ("pids", self.pids_limits),
+                                     ("cpu shares", self.cpu_limits)) if on]  # fmt: skip
+            enforced = f"cgroup limits set by {self.limits_by}: {', '.join(kinds) or 'none'}"
+        pausing = (
+            f"idle containers paused by {self.pause}" if self.pause else "idle containers are not paused"
+        )
+        return f"cgroup {self.cgroup_version or 'unknown'}; {enforced}; {pausing}"
 
 
 class Container(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +136,7 @@ class Container(msgspec.Struct, frozen=True, kw_only=True):
     uid: int
     socket_dir: str
     network: bool = False
+    cgroup: str = ""  # its group's name in each of the invoker's cgroup-v1 controllers, if any
 
     @property
     def socket_path(self) -> str:
@@ -139,6 +177,8 @@ class PodmanBackend:
             None  # <runtime dir>/squall/pools/<pool>: one socket directory per container
         )
         self._proxy_dir = Path()
+        self._cgroups: V1Cgroups | None = None
+        self._pause_broken = False
 
     async def __aenter__(self) -> PodmanBackend:
         self.user = resolve_podman_user(self.settings.podman_user)
@@ -149,12 +189,19 @@ class PodmanBackend:
             self._client = PodmanClient(base_url=service.base_url)
             info = await self._call(self._client.info)
             self.features = detect_features(info, self.user)
+            if self.features.cgroup_version == "v1":
+                self._cgroups = await asyncio.to_thread(open_v1, _short(self.pool_id))
+                if self._cgroups is not None:
+                    self.features = with_v1_cgroups(self.features, self._cgroups.controllers)
+            log.info("container sandbox: %s", self.features.describe(self.sandbox))
             runtime = Path(self.user.runtime_dir, "squall")
             self._proxy_dir = await asyncio.to_thread(self._install_proxy, runtime / "proxy")
             pool_dir = runtime / "pools" / _short(self.pool_id)
-            await asyncio.to_thread(self._prepare_pool_dir, pool_dir)
+            dead_pools = await asyncio.to_thread(self._prepare_pool_dir, pool_dir)
             self._pool_dir = pool_dir
             await self.sweep()
+            if self._cgroups is not None:
+                await asyncio.to_thread(remove_pools, self._cgroups, dead_pools)
         except BaseException:
             await self._close()
             raise
@@ -167,6 +214,8 @@ class PodmanBackend:
             await self.sweep()
             if self._pool_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
+            if self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.close)
         finally:
             await self._close()
 
@@ -205,23 +254,35 @@ class PodmanBackend:
         )
         # The engine calls run in threads that a cancellation cannot stop: a container could appear after we
         # gave up on it. So they run in a task of their own, and a cancelled start waits for it, then removes.
-        creating = asyncio.ensure_future(self._create_and_start(spec))
+        cgroup = token if self._cgroups is not None else ""
+        creating = asyncio.ensure_future(self._create_and_start(spec, cgroup, memory_mb))
         try:
             container_id = await asyncio.shield(creating)
         except BaseException:
             with contextlib.suppress(BaseException):
                 await creating
-            await self._remove(name)
+            await self._remove(name, cgroup)
             await asyncio.to_thread(shutil.rmtree, socket_dir, True)
             raise
         return Container(
             id=container_id, name=name, family=family, memory_mb=memory_mb, uid=uid,
-            socket_dir=str(socket_dir), network=network,
+            socket_dir=str(socket_dir), network=network, cgroup=cgroup,
         )  # fmt: skip
 
-    async def _create_and_start(self, spec: dict[str, Any]) -> str:
+    async def _create_and_start(self, spec: dict[str, Any], cgroup: str, memory_mb: int) -> str:
         created = await self._api("post", "/containers/create", data=json.dumps(spec))
         await self._api("post", f"/containers/{created['Id']}/start")
+        if cgroup and self._cgroups is not None:
+            # Before its proxy listens, so before any action code: all it will ever start is in the group.
+            attrs = await self._api("get", f"/containers/{created['Id']}/json")
+            pid = int(attrs.get("State", {}).get("Pid") or 0)
+            limits = cgroup_limits(self.sandbox, memory_mb)
+            try:
+                if pid <= 0:
+                    raise OSError("the container has no process")
+                await asyncio.to_thread(self._cgroups.attach, cgroup, pid, limits)
+            except OSError as exc:
+                raise InternalError(f"cannot put a new container in its cgroup: {exc}") from None
         return str(created["Id"])
 
     def container_spec(
@@ -234,11 +295,8 @@ class PodmanBackend:
             # V8 sizes its heap from the host's memory; a heap limit under the data rlimit makes it collect
             # garbage before the kernel refuses it memory.
             command.insert(command.index("node") + 1, f"--max-old-space-size={max(memory_mb * 3 // 4, 32)}")
-        limits: dict[str, Any] = {}
-        if self.features.memory_limits:
-            limits["memory"] = {"limit": memory_mb * MB, "swap": memory_mb * MB}
-        if self.features.pids_limits:
-            limits["pids"] = {"limit": box.nproc}
+        limits = engine_limits(self.features, box, memory_mb)
+        nproc, data = rlimits(self.features, box, memory_mb)
         return {
             "name": name,
             "image": image,
@@ -280,8 +338,8 @@ class PodmanBackend:
             ],
             "r_limits": [
                 {"type": "nofile", "soft": box.nofile, "hard": box.nofile},
-                {"type": "nproc", "soft": box.nproc, "hard": box.nproc},
-                {"type": "data", "soft": memory_mb * MB, "hard": memory_mb * MB},
+                {"type": "nproc", "soft": nproc, "hard": nproc},
+                {"type": "data", "soft": data, "hard": data},
             ],
             "resource_limits": limits,
             "oom_score_adj": 1000,  # under memory pressure, actions go first
@@ -336,20 +394,71 @@ class PodmanBackend:
             return False
         return bool(attrs.get("State", {}).get("Running"))
 
-    async def destroy(self, container: Container) -> None:
-        """Kill and remove the container and its socket directory; a container already gone is fine."""
-        await self._remove(container.id)
+    async def destroy(self, container: Container, *, paused: bool = False) -> None:
+        """Kill and remove the container (paused or not), its socket directory and its cgroups; a container
+        already gone is fine."""
+        if paused and self.features.pause == "podman":
+            with contextlib.suppress(SquallError):
+                await self._api("post", f"/containers/{container.id}/unpause")
+        await self._remove(container.id, container.cgroup)
         await asyncio.to_thread(shutil.rmtree, container.socket_dir, True)
 
-    async def _remove(self, ref: str) -> None:
+    async def pause(self, container: Container) -> bool:
+        """Freeze an idle container's processes (they hold their memory, use no CPU); whether it is paused. A
+        host where pausing fails is told once in the log, and then never asked again."""
+        mode = self.features.pause
+        if not mode or self._pause_broken:
+            return False
+        try:
+            if mode == "freezer" and self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.freeze, container.cgroup)
+            else:
+                await self._api("post", f"/containers/{container.id}/pause")
+        except (FileNotFoundError, _Gone):
+            return False  # the container is gone: the pool finds out on its next use
+        except (OSError, SquallError) as exc:
+            self._pause_broken = True
+            log.warning("idle containers cannot be paused here (%s): they keep running until reaped", exc)
+            return False
+        return True
+
+    @property
+    def can_pause(self) -> bool:
+        return bool(self.features.pause) and not self._pause_broken
+
+    async def resume(self, container: Container) -> None:
+        """Thaw a paused container; InternalError if it cannot be (the pool then replaces it)."""
+        try:
+            if self.features.pause == "freezer" and self._cgroups is not None:
+                await asyncio.to_thread(self._cgroups.thaw, container.cgroup)
+            else:
+                await self._api("post", f"/containers/{container.id}/unpause")
+        except OSError as exc:
+            raise InternalError(f"cannot resume a paused container: {exc}") from None
+
+    async def paused(self, container: Container) -> bool:
+        """Whether the container's processes are frozen now (for tests and diagnostics)."""
+        if self.features.pause == "freezer" and self._cgroups is not None:
+            return await asyncio.to_thread(self._cgroups.frozen, container.cgroup)
+        attrs = await self._api("get", f"/containers/{container.id}/json")
+        return bool(attrs.get("State", {}).get("Paused"))
+
+    async def _remove(self, ref: str, cgroup: str = "") -> None:
         # SIGKILL first (PID 1 ignores SIGTERM), then remove: 30-80 ms, where a forced remove alone takes
         # 115 ms even with a zero stop timeout. Killing a container that is not running is an error to ignore.
         if not ref:
             return
+        cgroups = self._cgroups if cgroup else None
+        if cgroups is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(cgroups.thaw, cgroup)  # a frozen process cannot even die
         with contextlib.suppress(SquallError):
             await self._api("post", f"/containers/{ref}/kill", params={"signal": "9"})
         with contextlib.suppress(_Gone):
             await self._api("delete", f"/containers/{ref}", params={"force": "true", "v": "true"})
+        if cgroups is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(cgroups.remove, cgroup)
 
     async def sweep(self) -> int:
         """Remove this pool's containers and those of pools whose owner process is gone; how many."""
@@ -439,20 +548,24 @@ class PodmanBackend:
         _ensure_dir(dest.parent, self.user, 0o755)
         return install_proxies(dest, self.user.uid, self.user.gid)
 
-    def _prepare_pool_dir(self, pool_dir: Path) -> None:
+    def _prepare_pool_dir(self, pool_dir: Path) -> list[str]:
+        """Make the pool's directory; the names of the dead pools whose directories it removed."""
         assert self.user is not None
         _ensure_dir(pool_dir.parent, self.user, 0o755)
         # Leftovers of a previous life of this pool, and of pools whose owner died.
         shutil.rmtree(pool_dir, ignore_errors=True)
+        dead: list[str] = []
         for other in pool_dir.parent.iterdir():
             owner = other / "owner"
             with contextlib.suppress(OSError):
                 if not owner_alive(owner.read_text()):
                     shutil.rmtree(other, ignore_errors=True)
+                    dead.append(other.name)
         _ensure_dir(pool_dir, self.user, 0o755)
         owner_file = pool_dir / "owner"
         owner_file.write_text(self.owner)
         _chown(owner_file, self.user)
+        return dead
 
     def _make_socket_dir(self, path: Path) -> None:
         assert self.user is not None
@@ -474,13 +587,63 @@ def detect_features(info: dict[str, Any], user: PodmanUser) -> HostFeatures:
     version = str(host.get("cgroupVersion", ""))
     controllers = set(host.get("cgroupControllers") or [])
     egress, problem = egress_support(user)
+    v2 = version == "v2"
     return HostFeatures(
         cgroup_version=version,
-        memory_limits=version == "v2" and "memory" in controllers,
-        pids_limits=version == "v2" and "pids" in controllers,
+        memory_limits=v2 and "memory" in controllers,
+        pids_limits=v2 and "pids" in controllers,
+        cpu_limits=v2 and "cpu" in controllers,
+        limits_by="podman" if v2 and controllers & {"memory", "pids", "cpu"} else "rlimits",
+        # Freezing is part of cgroup v2 itself (cgroup.freeze), given a delegated group of the engine's own.
+        pause="podman" if v2 and controllers else "",
         egress=egress,
         egress_problem=problem,
     )
+
+
+def with_v1_cgroups(features: HostFeatures, controllers: frozenset[str]) -> HostFeatures:
+    """The features once this process holds groups in the v1 `controllers` (runtimes/cgroups.py)."""
+    return msgspec.structs.replace(
+        features,
+        memory_limits="memory" in controllers,
+        pids_limits="pids" in controllers,
+        cpu_limits="cpu" in controllers,
+        limits_by="invoker",
+        pause="freezer" if "freezer" in controllers else "",
+    )
+
+
+def engine_limits(features: HostFeatures, box: Sandbox, memory_mb: int) -> dict[str, Any]:
+    """The OCI resource limits the engine sets itself (cgroup v2 only)."""
+    limits: dict[str, Any] = {}
+    if features.limits_by != "podman":
+        return limits
+    if features.memory_limits:
+        limits["memory"] = {"limit": memory_mb * MB, "swap": memory_mb * MB}
+    if features.pids_limits:
+        limits["pids"] = {"limit": box.nproc}
+    if features.cpu_limits:
+        limits["cpu"] = {"shares": cpu_shares(memory_mb, box.cpu_total_mb)}
+    return limits
+
+
+def cgroup_limits(box: Sandbox, memory_mb: int) -> Limits:
+    """The limits of a container's own cgroup-v1 groups (the same as the engine's on cgroup v2)."""
+    return Limits(
+        memory_bytes=memory_mb * MB, pids=box.nproc, cpu_shares=cpu_shares(memory_mb, box.cpu_total_mb)
+    )
+
+
+def rlimits(features: HostFeatures, box: Sandbox, memory_mb: int) -> tuple[int, int]:
+    """(RLIMIT_NPROC, RLIMIT_DATA bytes) of a container. Without a cgroup memory limit, every process may hold up
+    to RLIMIT_DATA, so the process limit is what bounds the container's memory: it is lowered to
+    `nproc_rlimit_only`, which keeps a container under nproc_rlimit_only x its memory limit."""
+    nproc = (
+        box.nproc
+        if features.memory_limits and features.pids_limits
+        else min(box.nproc, box.nproc_rlimit_only)
+    )
+    return nproc, memory_mb * MB
 
 
 def egress_support(user: PodmanUser, tun: str = "/dev/net/tun") -> tuple[bool, str]:

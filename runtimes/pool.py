@@ -52,6 +52,7 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     prewarm: str = "python:1,nodejs:1"  # stem cells per runtime family
     prewarm_memory_mb: int = 256  # a stem cell serves only actions with this memory limit
     idle_timeout_s: float = 600.0  # a warm container idle this long is removed
+    pause_grace_s: float = 10.0  # a warm container idle this long is paused, where the host can (0: never)
     ready_timeout_s: float = 10.0  # container start until its proxy listens
     logs_timeout_s: float = 5.0  # POST /logs after a run
     drain_timeout_s: float = 5.0  # on exit: how long in-flight runs may take to finish
@@ -62,7 +63,9 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_reply_mb: int = 64  # a larger /run reply counts as no reply
 
     def sandbox(self) -> Sandbox:
-        return Sandbox(tmpfs_mb=self.tmpfs_mb, nofile=self.nofile, nproc=self.nproc)
+        return Sandbox(
+            tmpfs_mb=self.tmpfs_mb, nofile=self.nofile, nproc=self.nproc, cpu_total_mb=self.memory_mb
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PoolSettings:
@@ -71,6 +74,7 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
             memory_mb=settings.pool_memory_mb,
             prewarm=settings.pool_prewarm,
             idle_timeout_s=settings.pool_idle_timeout_s,
+            pause_grace_s=settings.pool_pause_grace_s,
             drain_timeout_s=settings.drain_timeout_s,
         )
 
@@ -86,6 +90,7 @@ class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
     stem: int  # prewarmed stem cells, idle
     busy: int
     queued: int
+    paused: int = 0  # idle and frozen
 
 
 class _Entry:
@@ -93,7 +98,7 @@ class _Entry:
 
     __slots__ = (
         "busy", "conn", "container", "family", "id", "initialized", "key", "last_used", "memory_mb", "network",
-        "uid",
+        "paused", "pausing", "uid",
     )  # fmt: skip
 
     def __init__(self, id: str, family: str, memory_mb: int, uid: int, network: bool) -> None:
@@ -108,6 +113,8 @@ class _Entry:
         self.last_used = time.monotonic()
         self.container: Container | None = None
         self.conn: UdsConnection | None = None
+        self.paused = False  # frozen while idle; thawed before its next run
+        self.pausing: asyncio.Task[None] | None = None  # waits out the grace period, then pauses
 
     def slot(self) -> Slot:
         return Slot(
@@ -220,6 +227,7 @@ class ContainerPool:
             if keep_after_run(outcome.status, outcome.body) and entry.conn is not None and entry.conn.alive:
                 entry.busy = False
                 entry.last_used = time.monotonic()
+                self._pause_later(entry)
                 self._pump()
                 if outcome.cold:
                     self._replenish_soon()
@@ -231,6 +239,7 @@ class ContainerPool:
 
     async def _run_in(self, entry: _Entry, request: RunRequest, wait_ms: int) -> RunOutcome:
         timeout_s = request.timeout_ms / 1000
+        await self._wake(entry)
         if entry.container is None:
             await self._start(entry)
         conn = entry.conn
@@ -329,6 +338,34 @@ class ContainerPool:
         finally:
             door.abort()
         return msgspec.structs.replace(outcome, logs=logs, logs_truncated=truncated)
+
+    def _pause_later(self, entry: _Entry) -> None:
+        if self.config.pause_grace_s > 0 and self.backend.can_pause and not self._closing:
+            entry.pausing = asyncio.create_task(self._pause_when_idle(entry, entry.last_used))
+
+    async def _pause_when_idle(self, entry: _Entry, since: float) -> None:
+        # OpenWhisk pauses a warm container after 10 s idle: code the action left running (threads, timers,
+        # children) stops using the CPU, and the next run resumes it in a few milliseconds, not a cold start.
+        await asyncio.sleep(self.config.pause_grace_s)
+        if entry.busy or entry.last_used != since or entry.id not in self._entries or entry.container is None:
+            return
+        entry.paused = True  # from here on, a run that claims it waits for this task, then resumes it
+        try:
+            entry.paused = await self.backend.pause(entry.container)
+        except SquallError as exc:
+            entry.paused = False
+            log.warning("container pool: pausing an idle container failed: %s", exc)
+
+    async def _wake(self, entry: _Entry) -> None:
+        """Make a claimed container runnable: stop its pending pause, or wait for it and resume."""
+        pausing, entry.pausing = entry.pausing, None
+        if pausing is not None and not pausing.done():
+            if not entry.paused:
+                pausing.cancel()  # still in its grace period
+            await asyncio.wait({pausing})
+        if entry.paused and entry.container is not None:
+            await self.backend.resume(entry.container)
+            entry.paused = False
 
     async def _start(self, entry: _Entry) -> None:
         entry.container = await self.backend.start(
@@ -451,12 +488,20 @@ class ContainerPool:
             return
         if entry.conn is not None:
             entry.conn.abort()
+        if entry.pausing is not None and not entry.paused:
+            entry.pausing.cancel()
         if entry.container is not None:
-            self._spawn(self.backend.destroy(entry.container))
+            self._spawn(self._destroy(entry))
         if not self._closing:
             if not self._deciding:
                 self._pump()
             self._replenish_soon()
+
+    async def _destroy(self, entry: _Entry) -> None:
+        if entry.pausing is not None:
+            await asyncio.wait({entry.pausing})  # a pause under way ends before the kill, which thaws
+        assert entry.container is not None
+        await self.backend.destroy(entry.container, paused=entry.paused)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -529,6 +574,7 @@ class ContainerPool:
             stem=sum(1 for e in entries if not e.busy and e.key is None),
             busy=sum(1 for e in entries if e.busy),
             queued=len(self._queue),
+            paused=sum(1 for e in entries if e.paused),
         )
 
 

@@ -325,7 +325,7 @@ def new_event(namespace: str) -> TriggerEvent:
 class BrokenEngine(RuleEngine):
     """An engine whose every attempt fails, as one would on an event it cannot handle."""
 
-    async def plan(self, event: TriggerEvent) -> list[Outgoing]:
+    async def plan(self, event: TriggerEvent, size: int | None = None) -> list[Outgoing]:
         raise InternalError("cannot plan this event")
 
 
