@@ -158,6 +158,13 @@ class EntityStore:
 
     async def _check_quota(self, namespace: str) -> None:
         limit = await self.entity_quota(namespace)
+        # The stream's own count of the namespace's keys is one cheap request, and an upper bound (a deleted
+        # entity leaves a marker): only a namespace near its quota pays for the exact count, a read of every
+        # entity's header, which on each create would make filling a namespace quadratic.
+        keys = f"$KV.{subjects.ENTITIES_BUCKET}.{subjects.namespace_prefix(namespace)}"
+        _, per_key = await self._bus.count(f"KV_{subjects.ENTITIES_BUCKET}", keys)
+        if len(per_key) < limit:
+            return
         if await self.count(namespace) >= limit:
             raise QuotaExceeded(quota_message(limit))
 
