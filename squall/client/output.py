@@ -44,6 +44,9 @@ class Output:
     def __init__(self, *, json_mode: bool = False, file: Any = None, err: Any = None) -> None:
         self.json_mode = json_mode
         self.out = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:
+            # A pipe or a file gets whole lines: tables at their natural width, never folded at 80 columns.
+            self.out.width = 4096
         self.err = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
 
     def ok(self, message: str) -> None:

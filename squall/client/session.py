@@ -66,6 +66,7 @@ def global_options(f: Callable[P, R]) -> Callable[P, R]:
         ),
         click.option(
             "--namespace",
+            "namespace_flag",
             envvar="__OW_NAMESPACE",
             expose_value=False,
             callback=_store("namespace"),
@@ -73,6 +74,7 @@ def global_options(f: Callable[P, R]) -> Callable[P, R]:
         ),
         click.option(
             "--config-file",
+            "config_file_flag",
             envvar="WSK_CONFIG_FILE",
             expose_value=False,
             callback=_store("config_file"),
@@ -125,6 +127,13 @@ def session_of(ctx: click.Context) -> Session:
     return Session(config, Output(json_mode=bool(meta.get("json"))), path)
 
 
+def failed_to(noun: str | None, verb: str, kw: dict[str, Any]) -> str:
+    """wsk's prefix of a server's error: `Unable to get action 'hello'`."""
+    target = kw.get("name") or kw.get("activation_id") or kw.get("letter_id")
+    what = f"{noun or ''} '{target}'" if target else (noun or "")
+    return f"Unable to {verb} {what}".rstrip()
+
+
 def client_command(
     group: click.Group, name: str, **kwargs: Any
 ) -> Callable[[Callable[Concatenate[Session, P], None]], click.Command]:
@@ -137,7 +146,10 @@ def client_command(
             try:
                 f(session, *args, **kw)
             except ClientError as exc:
-                session.out.error(exc.message)
+                message = exc.message
+                if exc.status is not None:
+                    message = f"{failed_to(group.name, name, kw)}: {message}"
+                session.out.error(message)
                 sys.exit(exc.exit_code)
             finally:
                 session.close()
