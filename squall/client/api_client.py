@@ -62,7 +62,8 @@ class Api:
         self.http = httpx.Client(
             base_url=self.base,
             auth=config.credentials,
-            verify=not config.insecure,
+            # Plain http needs no certificates: loading the CA bundle is most of a short command's set-up.
+            verify=not config.insecure and self.base.startswith("https:"),
             timeout=timeout,
             headers={"User-Agent": "squall-cli"},
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -244,7 +243,7 @@ def activation_poll(
 def print_polled(session: Session, record: dict[str, Any]) -> None:
     out = session.out
     if out.json_mode:
-        out.line(Text(json.dumps(record)))
+        out.json_line(record)
         return
     out.line()
     out.line(Text(f"Activation: '{record.get('name')}' ({record.get('activationId')})"))

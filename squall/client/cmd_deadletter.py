@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.console import RenderableType
 from rich.text import Text
 
 from squall.client.api_client import ClientError, segment
@@ -37,7 +36,7 @@ def deadletter_list(session: Session, skip: int | None, limit: int | None) -> No
     if session.out.json_mode:
         session.out.json(letters)
         return
-    rows: list[list[RenderableType]] = []
+    rows: list[list[str | Text]] = []
     for letter in letters:
         reason = letter.get("reason") or {}
         rows.append(
@@ -133,7 +132,7 @@ def feed_list(session: Session) -> None:
     if session.out.json_mode:
         session.out.json(feeds)
         return
-    rows: list[list[RenderableType]] = []
+    rows: list[list[str | Text]] = []
     for feed in feeds:
         status = feed.get("status") or {}
         rows.append(

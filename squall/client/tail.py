@@ -138,7 +138,7 @@ class Tail:
         if self.on_record is not None:
             self.on_record(record)
         elif self.session.out.json_mode:
-            self.session.out.line(Text(json.dumps(record)))
+            self.session.out.json_line(record)
         else:
             self.session.out.line(tail_line(record))
 
