@@ -12,9 +12,12 @@ from broker.config import Settings
 from broker.errors import SquallError
 from squall.admin_cli import admin_group
 from squall.cli_support import configure_logging, console, fail, run_async
+from squall.client.commands import add_client_commands
+from squall.client.session import global_options
 
 
 @click.group()
+@global_options
 def main() -> None:
     """Squall: an OpenWhisk-compatible serverless event platform on NATS JetStream."""
 
@@ -85,3 +88,4 @@ def images_ensure() -> None:
 
 
 main.add_command(admin_group, "admin")
+add_client_commands(main)

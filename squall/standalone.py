@@ -149,6 +149,7 @@ def print_banner(
         )
     lines += [
         "Point a client at it:",
+        f"  squall property set --apihost {api_url} --auth {key}",
         f"  wsk property set --apihost {api_url} --auth {key}",
         f"  export __OW_API_HOST={api_url} __OW_API_KEY={key}",
         "Stop with Ctrl-C.",
