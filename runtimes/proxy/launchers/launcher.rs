@@ -39,7 +39,14 @@ fn main() {
         let result = match std::panic::catch_unwind(move || actions::main(args)) {
             Ok(Ok(value)) => value,
             Ok(Err(err)) => serde_json::json!({ "error": err.to_string() }),
-            Err(_) => serde_json::json!({ "error": "the action panicked (see the logs)" }),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the action panicked".to_string());
+                serde_json::json!({ "error": format!("panic: {}", message) })
+            }
         };
         let _ = std::io::stdout().flush();
         let _ = writeln!(replies, "{}", result);
