@@ -68,7 +68,12 @@ RECIPES: dict[str, ImageRecipe] = {
     "php": ImageRecipe(kind_family="php", packages=(*_LOOP, "php8.2-cli")),
     # Offline: Rust actions may use only the crates Debian packages (their sources, under
     # /usr/share/cargo/registry); serde_json is the one OpenWhisk's Rust actions need.
-    "rust": ImageRecipe(kind_family="rust", packages=(*_LOOP, "rustc", "cargo", "librust-serde-json-dev")),
+    # (debootstrap cannot configure the crate packages among its base packages: apt adds them afterwards).
+    "rust": ImageRecipe(
+        kind_family="rust",
+        packages=(*_LOOP, "rustc", "cargo"),
+        setup=("apt-get install -y -q --no-install-recommends librust-serde-json-dev && apt-get clean",),
+    ),
 }
 
 

@@ -35,10 +35,14 @@ async def pool(
     cache = tmp_path_factory.mktemp("artefacts")
     local = Settings.from_env(artefact_cache_dir=str(cache))
     async with pool_of(local, podman, tmpfs_mb=256, memory_mb=4096) as pool:
-        missing = {k for k in KINDS if k.partition(":")[0] not in pool.families}
-        if missing:
-            pytest.skip(f"runtime images missing: {sorted(missing)} (run `squall images ensure`)")
         yield pool
+
+
+def need(pool: ContainerPool, kind: str) -> None:
+    """Skip where this host has no image of the kind's family (`squall images ensure` builds it)."""
+    family = kind.partition(":")[0]
+    if family not in pool.families:
+        pytest.skip(f"no {family} runtime image here: run `squall images ensure`")
 
 
 def loop_request(
@@ -80,6 +84,7 @@ def result(outcome: RunOutcome) -> Any:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_one_action_does_everything_in_one_warm_container(pool: ContainerPool, kind: str) -> None:
+    need(pool, kind)
     code, main = PROGRAMS[kind]
     key = f"ns/{kind.partition(':')[0]}-{uuid.uuid4().hex[:6]}@1"
 
@@ -92,7 +97,7 @@ async def test_one_action_does_everything_in_one_warm_container(pool: ContainerP
 
     error = await run("error")
     assert result(error) == {"error": "bad input"}
-    assert run_response(error).statusCode == 1  # application error
+    assert run_response(error).status == "application error"
     assert not error.cold and error.container == hello.container
 
     env = await run("env")
@@ -108,15 +113,17 @@ async def test_one_action_does_everything_in_one_warm_container(pool: ContainerP
         assert any(line.endswith("stderr: boom") for line in raised.logs), raised.logs
     else:
         assert "boom" in result(raised)["error"]
-        assert run_response(raised).statusCode == 1
+        assert run_response(raised).status == "application error"
         assert any("boom" in line for line in raised.logs), raised.logs
     again = await run("hello", name="Bob")
-    assert result(again) == {"greeting": "Hello Bob"}, "the container survives an exception or a panic"
-    assert again.container == hello.container
+    assert result(again) == {"greeting": "Hello Bob"}
+    if kind != "native":  # a developer error (native's) costs the container, as in OpenWhisk
+        assert again.container == hello.container, "the container survives an exception or a panic"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_env_carries_this_activations_id(pool: ContainerPool, kind: str) -> None:
+    need(pool, kind)
     code, main = PROGRAMS[kind]
     request = loop_request(
         kind, code, main=main, key=f"ns/env-{uuid.uuid4().hex[:6]}@1", value={"mode": "env"}
@@ -126,6 +133,7 @@ async def test_env_carries_this_activations_id(pool: ContainerPool, kind: str) -
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_multi_file_action(pool: ContainerPool, kind: str) -> None:
+    need(pool, kind)
     files, main = ZIPS[kind]
     outcome = await pool.run(
         loop_request(kind, zip_code(files), main=main, binary=True, key=f"ns/zip-{uuid.uuid4().hex[:6]}@1")
@@ -135,6 +143,7 @@ async def test_a_multi_file_action(pool: ContainerPool, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_timeout_destroys_the_container(pool: ContainerPool, kind: str) -> None:
+    need(pool, kind)
     code, main = PROGRAMS[kind]
     key = f"ns/slow-{uuid.uuid4().hex[:6]}@1"
     # Warm first (compiling takes its time), then a run that never ends within its 3 s.
@@ -151,6 +160,7 @@ async def test_a_timeout_destroys_the_container(pool: ContainerPool, kind: str) 
 
 @pytest.mark.parametrize("kind", ["go:1.19", "java:17", "rust:1.63"])
 async def test_a_second_container_reuses_the_compiled_artefact(pool: ContainerPool, kind: str) -> None:
+    need(pool, kind)
     code, main = PROGRAMS[kind]
     owner = f"ns{uuid.uuid4().hex[:6]}"
     first = await pool.run(loop_request(kind, code, main=main, key=f"{owner}/a@1", value={"name": "1"}))
@@ -175,6 +185,7 @@ async def test_a_java_jar_with_main_naming_the_class(pool: ContainerPool) -> Non
     import io
     import zipfile
 
+    need(pool, "java:17")
     code, main = PROGRAMS["java:17"]
     owner = f"jar{uuid.uuid4().hex[:6]}"
     assert result(
@@ -212,6 +223,7 @@ async def test_a_java_jar_with_main_naming_the_class(pool: ContainerPool) -> Non
 async def test_code_that_does_not_compile_or_load_fails_init(
     pool: ContainerPool, kind: str, code: str, main: str
 ) -> None:
+    need(pool, kind)
     outcome = await pool.run(loop_request(kind, code, main=main, key=f"ns/bad-{uuid.uuid4().hex[:6]}@1"))
     assert outcome.init_status == 502, outcome
     assert json.loads(outcome.init_body) == {"error": "Cannot start action. Check logs for details."}

@@ -15,7 +15,7 @@ from runtimes.activation_result import run_response
 from runtimes.pool import ContainerPool
 from tests.e2e.runtime_samples import HOSTILE
 from tests.e2e.test_pool import Engine, podman, pool_of, settings
-from tests.e2e.test_runtimes import loop_request, result
+from tests.e2e.test_runtimes import loop_request, need, result
 
 pytestmark = [pytest.mark.e2e]
 
@@ -31,13 +31,11 @@ async def pool(
 ) -> AsyncIterator[ContainerPool]:
     local = Settings.from_env(artefact_cache_dir=str(tmp_path_factory.mktemp("artefacts")))
     async with pool_of(local, podman, nproc=NPROC, tmpfs_mb=128, memory_mb=4096) as pool:
-        missing = {k for k in KINDS if k.partition(":")[0] not in pool.families}
-        if missing:
-            pytest.skip(f"runtime images missing: {sorted(missing)} (run `squall images ensure`)")
         yield pool
 
 
 async def run(pool: ContainerPool, kind: str, key: str, **options: Any) -> Any:
+    need(pool, kind)
     code, main = HOSTILE[kind]
     return await pool.run(loop_request(kind, code, main=main, key=key, **options))
 
