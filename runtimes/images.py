@@ -68,11 +68,13 @@ RECIPES: dict[str, ImageRecipe] = {
     "php": ImageRecipe(kind_family="php", packages=(*_LOOP, "php8.2-cli")),
     # Offline: Rust actions may use only the crates Debian packages (their sources, under
     # /usr/share/cargo/registry); serde_json is the one OpenWhisk's Rust actions need.
-    # (debootstrap cannot configure the crate packages among its base packages: apt adds them afterwards).
+    # (debootstrap fails to configure rustc among its base packages: apt installs the toolchain afterwards).
     "rust": ImageRecipe(
         kind_family="rust",
-        packages=(*_LOOP, "rustc", "cargo"),
-        setup=("apt-get install -y -q --no-install-recommends librust-serde-json-dev && apt-get clean",),
+        packages=_LOOP,
+        setup=(
+            "apt-get install -y -q --no-install-recommends rustc cargo librust-serde-json-dev && apt-get clean",
+        ),
     ),
 }
 
