@@ -199,9 +199,11 @@ def compile_java(action: Action) -> None:
 
 
 def jvm_options() -> list[str]:
-    # The container's data rlimit is its memory limit: the heap must fit in it with room for the JVM's own.
+    # The container's data rlimit is its memory limit, and it counts committed memory, touched or not: the heap
+    # starts small (the JVM's default initial heap is 1/64 of the host's memory, all committed at once) and
+    # may grow to half the limit, leaving room for metaspace, code and thread stacks (a process's reaper too).
     memory = base.parse_limit(os.environ.get("SQUALL_MEMORY_MB", ""), 256)
-    return [f"-Xmx{max(memory * 5 // 8, 32)}m", "-Xss1m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+    return [f"-Xmx{max(memory // 2, 32)}m", "-Xms8m", "-Xss1m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             "-XX:ReservedCodeCacheSize=32m", "-XX:MaxMetaspaceSize=96m", "-Xshare:auto"]  # fmt: skip
 
 
