@@ -88,9 +88,11 @@ class InvokeGateway:
         invocation: Invocation,
         wait_s: float | None,
         lookup: Callable[[], Awaitable[Activation | None]] | None = None,
+        family: str | None = None,
     ) -> Activation | None:
-        """Publish `invocation`; with `wait_s`, wait that long for its record (None when it is not done)."""
-        if not await self.registry.any_healthy():
+        """Publish `invocation`; with `wait_s`, wait that long for its record (None when it is not done).
+        503 when no healthy invoker runs `family` (the action's runtime family; None for a sequence)."""
+        if not await self.registry.any_healthy(family):
             raise Unavailable()
         payload = self.bus.encode(invocation)  # merged parameters can pass what the body alone could not
         subject = subject_of(invocation)

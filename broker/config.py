@@ -62,6 +62,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_idle_timeout_s: float = 600.0
     # A warm container idle this long is paused (frozen) where the host allows it (OpenWhisk: 10 s); 0: never.
     pool_pause_grace_s: float = 10.0
+    # The runtime families this host offers (e.g. "python,nodejs,go"): the images `squall images ensure`
+    # builds, and the kinds the invoker advertises in its heartbeat. Empty: every family Squall knows.
+    runtimes: str = ""
+    # Where the invoker keeps compiled action artefacts (Go, Rust, Java sources), by code hash. Empty:
+    # <data_dir>/artefacts.
+    artefact_cache_dir: str = ""
+    artefact_cache_mb: int = 1024
 
     # Per-namespace throttles where a namespace's record sets none (OpenWhisk's 60/30/60). Rates count per
     # calendar minute in each API or broker process; activations in flight count across all of them.

@@ -50,6 +50,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     system_errors: int = 0  # of the last ERROR_WINDOW activations
     completed: int = 0  # invocations finished since the invoker started
     stopping: bool = False  # said once on a graceful stop: down at once, not after 10 s
+    families: tuple[
+        str, ...
+    ] = ()  # the runtime families it runs (empty: an invoker from before they were said)
 
 
 class Load(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +64,16 @@ class Load(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int = 0
     system_errors: int = 0
     completed: int = 0
+    families: tuple[str, ...] = ()
+
+
+# What an invoker that does not say its runtime families runs: the two Squall had before it said them.
+LEGACY_FAMILIES: Final = ("python", "nodejs")
+
+
+def offers(beat: Heartbeat, family: str | None) -> bool:
+    """Whether the invoker runs actions of `family` (None: no runtime needed, e.g. a sequence)."""
+    return family is None or family in (beat.families or LEGACY_FAMILIES)
 
 
 def invoker_state(beat: Heartbeat, now: int) -> str:
@@ -85,8 +98,9 @@ def listing(beats: Iterable[Heartbeat], now: int) -> dict[str, str]:
     return {f"invoker{i}/{i}": invoker_state(b, now) for i, b in enumerate(ordered(beats))}
 
 
-def healthy_count(beats: Iterable[Heartbeat], now: int) -> int:
-    return sum(1 for b in beats if invoker_state(b, now) == UP)
+def healthy_count(beats: Iterable[Heartbeat], now: int, family: str | None = None) -> int:
+    """How many invokers are up (and run `family`, when one is given)."""
+    return sum(1 for b in beats if invoker_state(b, now) == UP and offers(b, family))
 
 
 class ErrorWindow:
@@ -159,6 +173,7 @@ class HeartbeatPublisher:
             system_errors=load.system_errors,
             completed=load.completed,
             stopping=stopping,
+            families=load.families,
         )
 
     async def __aenter__(self) -> HeartbeatPublisher:
@@ -246,10 +261,10 @@ class InvokerRegistry:
             return await self.refresh()
         return self._beats
 
-    async def any_healthy(self) -> bool:
-        """Whether an invoker is up."""
-        if healthy_count(self._beats, now_ms()):
+    async def any_healthy(self, family: str | None = None) -> bool:
+        """Whether an invoker is up (that runs `family`, when one is given)."""
+        if healthy_count(self._beats, now_ms(), family):
             return True
         # Re-read: the view may predate an invoker that just started. Requests queued behind one read
         # share it, so a flood of refused requests costs one read at a time.
-        return healthy_count(await self.refresh(), now_ms()) > 0
+        return healthy_count(await self.refresh(), now_ms(), family) > 0

@@ -21,17 +21,28 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     default: bool = False
     deprecated: bool = False
     require_main: bool = False
+    compiled: bool = False  # compiled at /init (from source): the invoker caches the output by code hash
 
 
 # Squall's images are built from Debian bookworm packages, so the versions are bookworm's: python3 is
-# 3.11 and nodejs is 18. Each family has exactly one kind, which is therefore its default.
+# 3.11, nodejs 18, golang 1.19, openjdk 17, ruby 3.1, php 8.2 and rustc 1.63. Each family has exactly one
+# kind, which is therefore its default. `native` is OpenWhisk's dockerskeleton without a registry: the
+# action is the executable (a script with a #! line, or a binary in a zip), run in a Debian image.
 RUNTIMES: tuple[Runtime, ...] = (
     Runtime(kind="nodejs:18", family="nodejs", image_family="nodejs", default=True),
     Runtime(kind="python:3.11", family="python", image_family="python", default=True),
+    Runtime(kind="go:1.19", family="go", image_family="go", default=True, compiled=True),
+    Runtime(
+        kind="java:17", family="java", image_family="java", default=True, require_main=True, compiled=True
+    ),
+    Runtime(kind="ruby:3.1", family="ruby", image_family="ruby", default=True),
+    Runtime(kind="php:8.2", family="php", image_family="php", default=True),
+    Runtime(kind="rust:1.63", family="rust", image_family="rust", default=True, compiled=True),
+    Runtime(kind="native", family="native", image_family="native", default=True),
 )
 
 # Kinds accepted as another name of a concrete kind. OpenWhisk stores the concrete kind, so do we.
-ALIASES: dict[str, str] = {"python:3": "python:3.11"}
+ALIASES: dict[str, str] = {"python:3": "python:3.11", "ruby:3": "ruby:3.1", "php:8": "php:8.2"}
 
 _BY_KIND: dict[str, Runtime] = {rt.kind: rt for rt in RUNTIMES}
 _DEFAULTS: dict[str, str] = {rt.family: rt.kind for rt in RUNTIMES if rt.default}
@@ -88,6 +99,12 @@ def check_invocable(kind: str) -> None:
             f"The '{kind}' runtime is no longer supported. "
             "You may read and delete but not update or invoke this action."
         )
+
+
+def family_of(kind: str) -> str | None:
+    """The image family an invoker needs to run `kind`; None for a kind that needs none (a sequence)."""
+    runtime = runtime_of(kind)
+    return None if runtime is None else runtime.image_family
 
 
 def image_family(kind: str) -> str:

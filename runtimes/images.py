@@ -33,23 +33,81 @@ SETUP_HINT = "rootless Podman is not set up: run `make run` or `sudo scripts/set
 
 class ImageRecipe(msgspec.Struct, frozen=True, kw_only=True):
     """What goes into a runtime image: Debian packages on a Debian suite. The interpreter only: Squall's proxy
-    is bind-mounted read-only into each container."""
+    is bind-mounted read-only into each container. A launcher that must be compiled before it can run (Java's)
+    is baked in: `baked` files of runtimes/proxy/launchers are copied to /opt/squall, then the `setup`
+    commands run in the image's root."""
 
     kind_family: str
     packages: tuple[str, ...]
     suite: str = "bookworm"
+    baked: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
 
+
+LAUNCHERS_DIR = Path(__file__).resolve().parent / "proxy" / "launchers"
+BAKED_DIR = "/opt/squall"
+# The loop proxy (runtimes/proxy/loop_proxy.py) is Python, so every loop image carries python3 too.
+_LOOP = ("python3",)
+_JAVA_SETUP = (
+    f"java -m jdk.compiler/com.sun.tools.javac.Main -nowarn -cp /usr/share/java/gson.jar -d {BAKED_DIR}/java "
+    f"{BAKED_DIR}/SquallLauncher.java",
+)
 
 RECIPES: dict[str, ImageRecipe] = {
     "python": ImageRecipe(kind_family="python", packages=("python3",)),  # python3-minimal lacks asyncio
     "nodejs": ImageRecipe(kind_family="nodejs", packages=("nodejs",)),
+    "native": ImageRecipe(kind_family="native", packages=_LOOP),
+    "go": ImageRecipe(kind_family="go", packages=(*_LOOP, "golang-go")),
+    "java": ImageRecipe(
+        kind_family="java",
+        packages=(*_LOOP, "openjdk-17-jre-headless", "libgoogle-gson-java"),
+        baked=("SquallLauncher.java",),
+        setup=_JAVA_SETUP,
+    ),
+    "ruby": ImageRecipe(kind_family="ruby", packages=(*_LOOP, "ruby")),
+    "php": ImageRecipe(kind_family="php", packages=(*_LOOP, "php8.2-cli")),
+    # Offline: Rust actions may use only the crates Debian packages (their sources, under
+    # /usr/share/cargo/registry); serde_json is the one OpenWhisk's Rust actions need.
+    # (debootstrap fails to configure rustc among its base packages: apt installs the toolchain afterwards).
+    "rust": ImageRecipe(
+        kind_family="rust",
+        packages=_LOOP,
+        setup=(
+            "apt-get install -y -q --no-install-recommends rustc cargo librust-serde-json-dev && apt-get clean",
+        ),
+    ),
 }
 
 
+def offered_families(settings: Settings) -> tuple[str, ...]:
+    """The runtime families of `settings.runtimes` (every known one when empty); BadRequest for unknown ones."""
+    wanted = tuple(f.strip() for f in settings.runtimes.split(",") if f.strip())
+    if not wanted:
+        return tuple(RECIPES)
+    unknown = sorted(set(wanted) - RECIPES.keys())
+    if unknown:
+        raise BadRequest(f"unknown runtime families: {', '.join(unknown)} (known: {', '.join(RECIPES)})")
+    return tuple(dict.fromkeys(wanted))
+
+
 def recipe_digest(recipe: ImageRecipe) -> str:
-    """12 hex digits identifying the recipe and the build procedure."""
-    canonical = msgspec.json.encode({"recipe": recipe, "recipe_version": RECIPE_VERSION})
-    return hashlib.sha256(canonical).hexdigest()[:12]
+    """12 hex digits identifying the recipe, the build procedure and the content of the baked files."""
+    # The original three fields encode as they always did, so the images of recipes without baked files
+    # keep their tags.
+    canonical: dict[str, Any] = {
+        "kind_family": recipe.kind_family,
+        "packages": recipe.packages,
+        "suite": recipe.suite,
+    }
+    if recipe.baked or recipe.setup:
+        canonical["baked"] = {name: hashlib.sha256(baked_source(name)).hexdigest() for name in recipe.baked}
+        canonical["setup"] = recipe.setup
+    encoded = msgspec.json.encode({"recipe": canonical, "recipe_version": RECIPE_VERSION})
+    return hashlib.sha256(encoded).hexdigest()[:12]
+
+
+def baked_source(name: str) -> bytes:
+    return (LAUNCHERS_DIR / name).read_bytes()
 
 
 def image_tag(recipe: ImageRecipe) -> str:
@@ -261,7 +319,7 @@ def ensure_images(
         with lock:
             log(line)
 
-    wanted = tuple(RECIPES if families is None else families)
+    wanted = offered_families(settings) if families is None else tuple(families)
     unknown = set(wanted) - RECIPES.keys()
     if unknown:
         raise BadRequest(
@@ -316,6 +374,7 @@ def _build(user: PodmanUser, recipe: ImageRecipe, log: Callable[[str], None]) ->
             raise InternalError(f"debootstrap for {family} failed:\n" + "\n".join(tail))
         bootstrapped = time.monotonic()
         log(f"images: {family}: debootstrap done in {bootstrapped - started:.1f} s, importing {tag}")
+        _bake(rootfs, recipe)
         _trim(rootfs)
         _import(user, rootfs, tag, recipe)
         _tag_latest(user, tag, family)
@@ -328,6 +387,33 @@ def _build(user: PodmanUser, recipe: ImageRecipe, log: Callable[[str], None]) ->
         )
     finally:
         _remove_tree(workdir)
+
+
+def _bake(rootfs: Path, recipe: ImageRecipe) -> None:
+    """Copy the baked files in and run the setup commands in the image's root (with /proc, which a JVM needs)."""
+    if not recipe.baked and not recipe.setup:
+        return
+    target = rootfs / BAKED_DIR.lstrip("/")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in recipe.baked:
+        (target / name).write_bytes(baked_source(name))
+    proc = rootfs / "proc"
+    proc.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True, env={"PATH": SYSTEM_PATH})
+    try:
+        for command in recipe.setup:
+            done = subprocess.run(
+                ["chroot", str(rootfs), "sh", "-c", command],
+                capture_output=True, stdin=subprocess.DEVNULL, env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
+                check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                output = (done.stdout + done.stderr).decode(errors="replace").strip()
+                raise InternalError(f"setup of the {recipe.kind_family} image failed: {command}\n{output}")
+    finally:
+        subprocess.run(["umount", "-l", str(proc)], check=False, env={"PATH": SYSTEM_PATH})
+    for path in (target, *target.rglob("*")):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 def _trim(rootfs: Path) -> None:

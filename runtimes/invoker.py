@@ -476,7 +476,9 @@ def concurrency(capacity_mb: int, stem_cells: int, stem_mb: int, action_mb: int 
 
 def pool_load(stats: Any) -> Load:
     """A heartbeat's view of the pool's `stats()` (runtimes/pool.py's PoolStats)."""
-    return Load(capacity_mb=stats.capacity_mb, free_mb=stats.free_mb, warm=stats.containers)
+    return Load(
+        capacity_mb=stats.capacity_mb, free_mb=stats.free_mb, warm=stats.containers, families=stats.families
+    )
 
 
 @contextlib.asynccontextmanager

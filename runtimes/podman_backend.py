@@ -73,9 +73,13 @@ MB = 1024 * 1024
 # proxy re-launches itself to get pipes, which costs a second Node boot (100-150 ms) on every cold start.
 NODE_LOG_FIFOS = "/tmp/.o:/tmp/.e"
 _NODE_WITH_FIFOS = 'mkfifo -m 600 /tmp/.o /tmp/.e && exec "$@" 1<>/tmp/.o 2<>/tmp/.e'
+# Every other language runs on the action loop: one proxy (Python, in each of their images) and a launcher
+# per language (runtimes/proxy/loop_proxy.py).
+LOOP_FAMILIES = ("native", "go", "java", "ruby", "php", "rust")
 PROXY_COMMANDS: dict[str, list[str]] = {
     "python": ["python3", f"{PROXY_MOUNT}/python_proxy.py"],
     "nodejs": ["sh", "-c", _NODE_WITH_FIFOS, "sh", "node", f"{PROXY_MOUNT}/node_proxy.js"],
+    **{family: ["python3", f"{PROXY_MOUNT}/loop_proxy.py"] for family in LOOP_FAMILIES},
 }
 
 
@@ -278,11 +282,14 @@ class PodmanBackend:
             pid = int(attrs.get("State", {}).get("Pid") or 0)
             limits = cgroup_limits(self.sandbox, memory_mb)
             try:
-                if pid <= 0:
-                    raise OSError("the container has no process")
-                await asyncio.to_thread(self._cgroups.attach, cgroup, pid, limits)
+                if pid > 0:
+                    await asyncio.to_thread(self._cgroups.attach, cgroup, pid, limits)
+            except ProcessLookupError:
+                pass
             except OSError as exc:
                 raise InternalError(f"cannot put a new container in its cgroup: {exc}") from None
+            # No process (pid 0, or gone by now): it exited at once and runs nothing, so there is nothing to
+            # limit; waiting for its proxy reports the exit as any other container's.
         return str(created["Id"])
 
     def container_spec(
@@ -309,6 +316,11 @@ class PodmanBackend:
                 "HOME": "/tmp",
                 "LANG": "C.UTF-8",
                 **({"SQUALL_PROXY_LOG_FIFOS": NODE_LOG_FIFOS} if family == "nodejs" else {}),
+                **(
+                    {"SQUALL_LOOP_LANGUAGE": family, "SQUALL_MEMORY_MB": str(memory_mb)}
+                    if family in LOOP_FAMILIES
+                    else {}
+                ),
             },
             "netns": {"nsmode": "slirp4netns" if network else "none"},
             "cap_drop": ["ALL"],
@@ -489,6 +501,18 @@ class PodmanBackend:
         return [c["Id"] for c in listed]
 
     # --- plumbing -----------------------------------------------------------------------------------------
+
+    async def available_families(self, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """Those of `wanted` whose image this host has: a family without one is not offered (and said)."""
+        found = []
+        for family in wanted:
+            try:
+                await self._image(family)
+            except Unavailable as exc:
+                log.warning("runtime %s is not offered: %s", family, exc)
+                continue
+            found.append(family)
+        return tuple(found)
 
     async def _image(self, family: str) -> str:
         if family in self._images:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import itertools
@@ -19,8 +20,10 @@ import msgspec
 from broker.clock import now_ms
 from broker.config import Settings
 from broker.errors import BadRequest, SquallError, Unavailable
-from broker.kinds import image_family
+from broker.kinds import image_family, runtime_of
+from runtimes.artefact_cache import ArtefactCache, artefact_key, owner_of
 from runtimes.contract import RunOutcome, RunRequest
+from runtimes.images import offered_families
 from runtimes.podman_backend import Container, PodmanBackend, Sandbox
 from runtimes.pool_policy import (
     Create,
@@ -91,6 +94,7 @@ class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
     busy: int
     queued: int
     paused: int = 0  # idle and frozen
+    families: tuple[str, ...] = ()  # the runtime families this pool runs
 
 
 class _Entry:
@@ -149,6 +153,9 @@ class ContainerPool:
         self.config = config or PoolSettings.from_settings(settings)
         self.prewarm = parse_prewarm(self.config.prewarm)
         self.backend = PodmanBackend(settings, pool_id, self.config.sandbox())
+        self.artefacts = ArtefactCache.from_settings(settings)
+        self._settings = settings
+        self.families: tuple[str, ...] = ()  # known once entered: those of SQUALL_RUNTIMES with an image
         self._entries: dict[str, _Entry] = {}
         self._queue: collections.deque[tuple[Want, asyncio.Future[_Entry]]] = collections.deque()
         self._ids = itertools.count(1)
@@ -163,6 +170,11 @@ class ContainerPool:
 
     async def __aenter__(self) -> ContainerPool:
         await self.backend.__aenter__()
+        try:
+            self.families = await self.backend.available_families(offered_families(self._settings))
+        except BaseException:
+            await self.backend.__aexit__(None, None, None)
+            raise
         self._reaper = asyncio.create_task(self._reap_loop(), name="pool-reaper")
         self._replenish_soon()
         return self
@@ -247,9 +259,22 @@ class ContainerPool:
         cold = not entry.initialized
         base: dict[str, Any] = {"wait_ms": wait_ms, "container": entry.container.id, "cold": cold}
         start = now_ms()
+        artefact_to_keep = ""
         if cold:
             env = {**request.init.env, LOG_LIMIT_ENV: str(request.log_limit_bytes)}
-            body = b'{"value":%s}' % msgspec.json.encode(msgspec.structs.replace(request.init, env=env))
+            value = msgspec.structs.replace(request.init, env=env)
+            body = b'{"value":%s}' % msgspec.json.encode(value)
+            key = self._artefact_key(request)
+            if key:
+                artefact = await asyncio.to_thread(self.artefacts.get, key)
+                if artefact is not None:
+                    value_with = {
+                        **msgspec.to_builtins(value),
+                        "artefact": base64.b64encode(artefact).decode(),
+                    }
+                    body = msgspec.json.encode({"value": value_with})
+                else:
+                    artefact_to_keep = key
             status, reply = await self._post(
                 conn, "/init", body, timeout_s=timeout_s, start=start, base=base, init=True
             )
@@ -282,6 +307,8 @@ class ContainerPool:
         )
         end = now_ms()
         logs, truncated = await self._logs(conn)
+        if artefact_to_keep:
+            await self._keep_artefact(conn, artefact_to_keep)
         return RunOutcome(
             start=start if cold else run_start, end=end, status=status, body=reply, logs=logs,
             logs_truncated=truncated, **base,
@@ -306,6 +333,25 @@ class ContainerPool:
             ) from None
         except NoReply:
             raise _Failed(RunOutcome(start=start, end=now_ms(), crashed=True, **base)) from None
+
+    @staticmethod
+    def _artefact_key(request: RunRequest) -> str:
+        runtime = runtime_of(request.kind)
+        if runtime is None or not runtime.compiled:
+            return ""
+        init = request.init
+        return artefact_key(owner_of(request.pool_key), request.kind, init.main, init.code, init.binary)
+
+    async def _keep_artefact(self, conn: UdsConnection, key: str) -> None:
+        """Take the compile step's output from the proxy (404: nothing was compiled, e.g. a jar)."""
+        try:
+            status, reply = await conn.post("/artefact", b"{}", self.config.logs_timeout_s)
+            if status != 200:
+                return
+            artefact = base64.b64decode(msgspec.json.decode(reply, type=_ArtefactReply).artefact)
+            await asyncio.to_thread(self.artefacts.put, key, artefact)
+        except (TimeoutError, NoReply, msgspec.DecodeError, ValueError, OSError) as exc:
+            log.warning("container pool: the compiled artefact was not kept: %s", exc)
 
     async def _logs(self, conn: UdsConnection) -> tuple[list[str], bool]:
         """The lines the action wrote since the last fetch; a proxy that cannot say leaves the container
@@ -575,7 +621,12 @@ class ContainerPool:
             busy=sum(1 for e in entries if e.busy),
             queued=len(self._queue),
             paused=sum(1 for e in entries if e.paused),
+            families=self.families,
         )
+
+
+class _ArtefactReply(msgspec.Struct, kw_only=True):
+    artefact: str
 
 
 class _LogsReply(msgspec.Struct, kw_only=True):

@@ -192,7 +192,9 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
         if not blocking:
             record = None
     else:
-        record = await gateway.invoke(invocation, wait / 1000 if blocking else None, lookup)
+        record = await gateway.invoke(
+            invocation, wait / 1000 if blocking else None, lookup, family=kinds.family_of(action.exec.kind)
+        )
     headers = {ACTIVATION_ID_HEADER: aid}
     if record is None:
         return JSON(ActivationIdBody(activationId=aid), 202, headers=headers)

@@ -12,7 +12,16 @@ from pathlib import Path
 
 from broker.errors import InternalError, Unavailable
 
-PROXY_FILES = ("python_proxy.py", "node_proxy.js")
+PROXY_FILES = (
+    "python_proxy.py",
+    "node_proxy.js",
+    "loop_proxy.py",
+    "launchers/native.py",
+    "launchers/launcher.rb",
+    "launchers/launcher.php",
+    "launchers/launcher.go",
+    "launchers/launcher.rs",
+)
 
 
 def proxy_dir() -> Path:
@@ -48,6 +57,9 @@ def install_proxies(dest: Path, owner_uid: int, owner_gid: int) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
     try:
         for name in PROXY_FILES:
+            if not (staging / name).parent.is_dir():
+                (staging / name).parent.mkdir()
+                _own((staging / name).parent, owner_uid, owner_gid, 0o755)
             shutil.copyfile(source / name, staging / name)
             _own(staging / name, owner_uid, owner_gid, 0o644)
         _own(staging, owner_uid, owner_gid, 0o755)

@@ -736,7 +736,8 @@ def listen(path: str) -> socket.socket:
     return listener
 
 
-def main() -> None:
+def main(make_proxy: Callable[[LogCollector, str], Proxy] | None = None) -> None:
+    """Serve until SIGTERM; `make_proxy` builds the endpoints' handler (the action loop proxy passes its own)."""
     here = os.path.dirname(os.path.abspath(__file__))
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:
         del sys.path[0]  # the action must not import the proxy's directory by accident
@@ -753,7 +754,7 @@ def main() -> None:
     if reconfigure is not None:  # each print reaches the pipe at once, so its log line gets its own time
         reconfigure(line_buffering=True)
     logs.start()
-    proxy = Proxy(logs, os.getcwd())
+    proxy = (make_proxy or Proxy)(logs, os.getcwd())
     server = Server(listener, proxy, diagnostics)
     hand_over = HandOver(server)
     os._exit = hand_over.exit  # the action's own: its lines are handed over first

@@ -473,7 +473,9 @@ async def test_system_info_advertises_the_runtimes_and_limits_enforced(
     assert info["limits"]["max_action_memory"] == 512 * 1024 * 1024
     assert info["limits"]["sequence_length"] == 50
     advertised = [rt["kind"] for family in info["runtimes"].values() for rt in family]
-    assert sorted(advertised) == ["nodejs:18", "python:3.11"]
+    assert sorted(advertised) == [
+        "go:1.19", "java:17", "native", "nodejs:18", "php:8.2", "python:3.11", "ruby:3.1", "rust:1.63",
+    ]  # fmt: skip
     own = ns_client.namespace  # type: ignore[attr-defined]
     for kind in advertised:
         r = await ns_client.put(url(own, kind.replace(":", "-")), json={"exec": {"kind": kind, "code": "x"}})

@@ -26,13 +26,15 @@ def test_kinds_resolve_to_what_is_stored(requested: str, stored: str) -> None:
     assert kinds.resolve_kind(requested) == stored
 
 
-@pytest.mark.parametrize("kind", ["blackbox", "python:3.10", "nodejs:20", "java:default", "", "python"])
+@pytest.mark.parametrize("kind", ["blackbox", "python:3.10", "nodejs:20", "java:8", "", "python"])
 def test_unsupported_kinds_are_bad_requests_naming_the_valid_ones(kind: str) -> None:
     with pytest.raises(BadRequest) as raised:
         kinds.resolve_kind(kind)
     assert raised.value.message == (
         f"The specified runtime '{kind}' is not supported by this platform. Valid values are: "
-        "'nodejs:18', 'nodejs:default', 'python:3', 'python:3.11', 'python:default', 'sequence'."
+        "'go:1.19', 'go:default', 'java:17', 'java:default', 'native', 'native:default', 'nodejs:18', "
+        "'nodejs:default', 'php:8', 'php:8.2', 'php:default', 'python:3', 'python:3.11', 'python:default', "
+        "'ruby:3', 'ruby:3.1', 'ruby:default', 'rust:1.63', 'rust:default', 'sequence'."
     )
 
 
@@ -67,7 +69,7 @@ def test_binary_code_is_base64_as_openwhisk_decides(code: str, binary: bool) -> 
 
 def test_runtimes_document_lists_each_family_with_its_default() -> None:
     doc = kinds.runtimes_document()
-    assert set(doc) == {"python", "nodejs"}
+    assert set(doc) == {"python", "nodejs", "go", "java", "ruby", "php", "rust", "native"}
     assert doc["python"] == [
         {
             "kind": "python:3.11",

@@ -766,6 +766,7 @@ def test_install_repairs_a_damaged_copy_and_names_new_content_apart(
     changed = tmp_path / "changed"
     changed.mkdir()
     for name in PROXY_FILES:
+        (changed / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(proxy_dir() / name, changed / name)
     with (changed / "python_proxy.py").open("a") as f:
         f.write("\n# a new version\n")
