@@ -30,6 +30,9 @@ log = logging.getLogger("squall.activation_fanout")
 # Credit of the shared reader's pulls: it hands records on at once, so this only bounds its own backlog.
 READER_WINDOW = 256
 
+# Records handed on between two turns of the streams; well under any stream's window.
+YIELD_EVERY = 8
+
 Render = Callable[[int, bytes], bytes]  # (position, the record's JSON) → what a stream sends for it
 Positioned = tuple[int, bytes]
 
@@ -80,6 +83,7 @@ class LiveReader:
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"activation-fanout-{namespace}")
         self.stopped = False
+        self._since_yield = 0
         self.consumer_name: str | None = None
 
     @property
@@ -134,6 +138,12 @@ class LiveReader:
                             self._started.set_result(None)
                         while True:
                             await self._fan_out(await tail.next())
+                            self._since_yield += 1
+                            if self._since_yield >= YIELD_EVERY:
+                                # A backlog taken at once would fill the inboxes before any stream ran: let
+                                # them send what they have.
+                                self._since_yield = 0
+                                await asyncio.sleep(0)
                 except TailLost as exc:
                     # The reader may have missed records (a lost pull, a purge): every stream reads on its own
                     # from its last position, and attaches again where the reopened reader starts.
