@@ -151,14 +151,17 @@ class LiveReader:
                         "activation fan-out of %s reopened after %s: %s", self.namespace, self.position, exc
                     )
                     self._overflow_all()
-        except SquallError as exc:
-            log.warning("activation fan-out of %s failed: %s", self.namespace, exc.message)
+        except Exception as exc:
+            error = (
+                exc if isinstance(exc, SquallError) else Unavailable("The activation stream reader failed.")
+            )
+            log.warning("activation fan-out of %s failed: %r", self.namespace, exc)
             self.stopped = True  # the next stream to attach starts a new reader
             if not self._started.done():
-                self._started.set_exception(exc)
+                self._started.set_exception(error)
             for inboxes in list(self._groups.values()):
                 for inbox in inboxes:
-                    inbox.fail(exc)
+                    inbox.fail(error)
 
     def _overflow_all(self) -> None:
         for inboxes in self._groups.values():

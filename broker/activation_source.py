@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable
 
 from broker.activation_fanout import Inbox, LiveReaders, Positioned
 from broker.activation_feed import ActivationFeed, Start
 from broker.activation_filter import ActivationFilter
-from broker.errors import SquallError
+from broker.errors import SquallError, Unavailable
+
+log = logging.getLogger("squall.activation_source")
 
 
 class ActivationSource:
@@ -142,8 +145,13 @@ class ActivationSource:
                     self._caught.append((item.position, self.render(item.position, item.record)))
                     self._notify()
             self._caught_up_to = until
-        except SquallError as exc:
-            self._failed = exc
+        except Exception as exc:
+            # Whatever stopped the catch-up, the stream must not go on past a gap: it ends, resumable.
+            self._failed = (
+                exc if isinstance(exc, SquallError) else Unavailable("Reading the activation stream failed.")
+            )
+            if not isinstance(exc, SquallError):
+                log.warning("activation stream catch-up of %s failed: %r", self.namespace, exc)
         finally:
             self._held = max(self._held, feed.held)
             self._notify()
