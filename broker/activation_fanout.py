@@ -57,11 +57,15 @@ class Inbox:
     def offer(self, item: Positioned) -> None:
         if self.overflowed:
             return
-        if len(self.items) >= self.window:
+        held = len(self.items)
+        if held >= self.window:
             self.overflowed = True  # the stream reads on its own from here; the reader never waits
-        else:
-            self.items.append(item)
-        self.notify()
+            self.notify()
+            return
+        self.items.append(item)
+        if not held:
+            # A stream waits for its inbox only once it has emptied it: one notice per batch is enough.
+            self.notify()
 
     def fail(self, error: SquallError) -> None:
         self.failed = error
