@@ -45,7 +45,8 @@ async def serve(nats_url: str, mongo_uri: str) -> None:
     from broker.admin import create_namespace
     from squall.roles import Backbone
 
-    settings = Settings(nats_url=nats_url, mongodb_uri=mongo_uri, streams_per_namespace=1000)
+    # SQUALL_* variables apply (e.g. SQUALL_STREAM_WINDOW).
+    settings = Settings.from_env(nats_url=nats_url, mongodb_uri=mongo_uri, streams_per_namespace=1000)
     async with Backbone(settings) as backbone:
         key = await create_namespace(backbone.store, NAMESPACE)
         app = create_app(settings, backbone.store, backbone.activations)

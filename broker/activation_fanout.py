@@ -30,6 +30,10 @@ log = logging.getLogger("squall.activation_fanout")
 # Credit of the shared reader's pulls: it hands records on at once, so this only bounds its own backlog.
 READER_WINDOW = 256
 
+# The most bytes of events a stream holds for its client (with at most its window of records): large records
+# arrive whole, and a window of them must not be a window of megabytes. One event is always let in.
+WINDOW_BYTES = 8 * 1024 * 1024
+
 # Records handed on between two turns of the streams; well under any stream's window.
 YIELD_EVERY = 8
 
@@ -40,7 +44,17 @@ Positioned = tuple[int, bytes]
 class Inbox:
     """One live stream's share of its namespace's reader: the records rendered for it, at most `window`."""
 
-    __slots__ = ("attach_at", "failed", "items", "notify", "overflowed", "reader", "selected", "window")
+    __slots__ = (
+        "attach_at",
+        "bytes",
+        "failed",
+        "items",
+        "notify",
+        "overflowed",
+        "reader",
+        "selected",
+        "window",
+    )
 
     def __init__(
         self, reader: LiveReader, selected: ActivationFilter, window: int, notify: Callable[[], None]
@@ -51,6 +65,7 @@ class Inbox:
         self.notify = notify
         self.attach_at = reader.position  # every record after this one comes here, if it matches
         self.items: deque[Positioned] = deque()
+        self.bytes = 0  # of the events in `items` (shared with other inboxes, counted in each)
         self.overflowed = False
         self.failed: SquallError | None = None
 
@@ -58,11 +73,12 @@ class Inbox:
         if self.overflowed:
             return
         held = len(self.items)
-        if held >= self.window:
+        if held and (held >= self.window or self.bytes + len(item[1]) > WINDOW_BYTES):
             self.overflowed = True  # the stream reads on its own from here; the reader never waits
             self.notify()
             return
         self.items.append(item)
+        self.bytes += len(item[1])
         if not held:
             # A stream waits for its inbox only once it has emptied it: one notice per batch is enough.
             self.notify()

@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from broker.activation_fanout import Inbox, LiveReaders, Positioned
+from broker.activation_fanout import WINDOW_BYTES, Inbox, LiveReaders, Positioned
 from broker.activation_feed import ActivationFeed, Start
 from broker.activation_filter import ActivationFilter
 from broker.errors import SquallError, Unavailable
@@ -55,6 +55,7 @@ class ActivationSource:
         self._notify = _nothing
         self._inbox: Inbox | None = None
         self._caught: deque[Positioned] = deque()
+        self._caught_bytes = 0
         self._catch_up: asyncio.Task[None] | None = None
         self._caught_up_to: int | None = None
         self._feed: ActivationFeed | None = None
@@ -84,6 +85,7 @@ class ActivationSource:
             raise self._failed
         if self._caught:
             batch = self._drain(self._caught)
+            self._caught_bytes = 0
             if self._room is not None and not self._room.done():
                 self._room.set_result(None)
             return batch
@@ -98,6 +100,7 @@ class ActivationSource:
         if inbox.failed is not None:
             raise inbox.failed
         if inbox.items:
+            inbox.bytes = 0
             return self._drain(inbox.items)
         if inbox.overflowed:
             self._reattach(inbox)
@@ -139,10 +142,14 @@ class ActivationSource:
         try:
             async with contextlib.aclosing(feed.items(until=until)) as items:
                 async for item in items:
-                    while len(self._caught) >= self.window:
+                    event = self.render(item.position, item.record)
+                    while self._caught and (
+                        len(self._caught) >= self.window or self._caught_bytes + len(event) > WINDOW_BYTES
+                    ):
                         self._room = loop.create_future()
                         await self._room
-                    self._caught.append((item.position, self.render(item.position, item.record)))
+                    self._caught.append((item.position, event))
+                    self._caught_bytes += len(event)
                     self._notify()
             self._caught_up_to = until
         except Exception as exc:
