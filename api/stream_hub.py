@@ -58,3 +58,10 @@ class StreamHub:
     def close(self) -> None:
         """The server drains: every open stream ends now (its client resumes elsewhere or later)."""
         self.closing.set()
+
+    async def aclose(self) -> None:
+        """Once the server has drained: stop any live reader still running (the last stream of a namespace stops
+        its reader as it ends; this is for streams the drain had to cancel)."""
+        self.close()
+        if self._readers is not None:
+            await self._readers.aclose()
