@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import os
 import subprocess
 import sys
@@ -94,48 +93,54 @@ class _Sent(msgspec.Struct):
     response: _Response
 
 
-class Subscriber:
-    """A lean SSE client: one GET, then `data:` lines parsed for the record's send time."""
+_DECODE = msgspec.json.Decoder(_Sent).decode
+
+
+class Subscriber(asyncio.Protocol):
+    """A lean SSE client: one GET, then the events parsed for the record's send time.
+
+    A bare protocol parsing in `data_received` (no reader task to wake per chunk), whole reads split into events
+    and only the send time decoded: with a task, readline and a full JSON decode per line, the bench's 100
+    clients, not the server, were the bottleneck at 20,000 events/s. An event never spans two HTTP chunks (the
+    server writes whole events), so the chunk framing only sits between events.
+    """
 
     def __init__(self, port: int, key: str) -> None:
         self.port, self.key = port, key
         self.latencies: list[float] = []
         self.received = 0
-        self._task: asyncio.Task[None] | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._status: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._rest = b""
 
     async def open(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(lambda: self, "127.0.0.1", self.port)
         auth = base64.b64encode(self.key.encode()).decode()
         path = f"/api/v1/namespaces/{NAMESPACE}/activations/stream"
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n\r\n".encode())
-        status = await reader.readline()
+        transport.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n\r\n".encode())
+        self._transport = transport
+        status = await self._status
         assert b" 200 " in status, status
-        self._writer = writer
-        self._task = asyncio.create_task(self._read(reader))
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        # Whole reads split into events, and only the send time decoded: a readline and a full JSON decode per
-        # line made the bench's 100 clients, not the server, the bottleneck at 20,000 events/s. An event never
-        # spans two HTTP chunks (the server writes whole events), so chunk framing only sits between events.
-        decode = msgspec.json.Decoder(_Sent).decode
-        rest = b""
-        while chunk := await reader.read(1 << 18):
-            now = time.perf_counter()
-            *events, rest = (rest + chunk).split(b"\n\n")
-            for event in events:
-                at = event.find(b"data: ")
-                if at >= 0:
-                    self.latencies.append(now - decode(event[at + 6 :]).response.result.sent)
-                    self.received += 1
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if not self._status.done():
+            self._status.set_result(data.split(b"\r\n", 1)[0])
+        *events, self._rest = (self._rest + data).split(b"\n\n")
+        for event in events:
+            at = event.find(b"data: ")
+            if at >= 0:
+                self.latencies.append(now - _DECODE(event[at + 6 :]).response.result.sent)
+                self.received += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._status.done():
+            self._status.set_result(b"connection lost")
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        if self._transport is not None:
+            self._transport.close()
 
 
 def cpu_s(pid: int) -> float:
@@ -236,7 +241,7 @@ async def measure(
     counts = [int(c) for c in args.subscribers.split(",")]
     print(
         f"{'rate/s':>7} {'subs':>5} {'p50 ms':>8} {'p99 ms':>8} {'floor p50':>10} {'floor p99':>10} "
-        f"{'x p50':>6} {'x p99':>6} {'received':>13} {'API CPU':>8} {'us/event':>8} {'catch-ups':>9} {'cut off':>7}"
+        f"{'x p50':>6} {'x p99':>6} {'received':>13} {'API CPU':>8} {'us/event':>8} {'catch-ups':>9} {'cut off':>7} {'bench CPU':>9}"
     )
     for rate in rates:
         for count in counts:
@@ -250,10 +255,10 @@ async def measure(
             subscribers = [Subscriber(port, key) for _ in range(count)]
             await asyncio.gather(*(s.open() for s in subscribers))
             await asyncio.sleep(0.5)  # the streams' consumers exist (they start with the next new record)
-            cpu_before = cpu_s(pid)
+            cpu_before, own_before = cpu_s(pid), cpu_s(os.getpid())
             sent = await publish_at(bus, rate, args.seconds)
             await wait_for(subscribers, sent, 30)
-            cpu = cpu_s(pid) - cpu_before
+            cpu, own = cpu_s(pid) - cpu_before, cpu_s(os.getpid()) - own_before
             await sub.unsubscribe()
             latencies = [x for s in subscribers for x in s.latencies]
             received = sum(s.received for s in subscribers)
@@ -265,7 +270,7 @@ async def measure(
                 f"{rate:>7} {count:>5} {p50:>8.2f} {p99:>8.2f} {f50:>10.2f} {f99:>10.2f} "
                 f"{p50 / f50:>6.1f} {p99 / f99:>6.1f} {f'{received}/{sent * count}':>13} {cpu:>7.2f}s "
                 f"{cpu / max(received, 1) * 1e6:>8.1f} {now['catch_ups'] - seen['catch_ups']:>9} "
-                f"{now['stalled'] - seen['stalled']:>7}",
+                f"{now['stalled'] - seen['stalled']:>7} {own:>8.2f}s",
                 flush=True,
             )
             seen = now
