@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api.context import app_state
+from broker import subjects
 from broker.activation_store import ActivationStore
 from broker.activations import APPLICATION_ERROR
 from broker.admin import create_namespace
@@ -200,3 +201,24 @@ async def _read_until_overflow(sock: socket.socket) -> bytes:
                     break
                 received += chunk
     return received
+
+
+async def test_streams_go_on_with_no_gap_when_the_shared_consumer_disappears(
+    bus: JetStreamBus,
+    serve: Serve,  # noqa: F811
+    tenant: tuple[str, str],  # noqa: F811
+) -> None:
+    ns = tenant[0]
+    async with serve() as (_, client), opened(client) as one, opened(client, "?name=a") as two:
+        await reading(bus, ns)
+        first = [record(ns) for _ in range(5)]
+        await publish(bus, *first)
+        assert ids(await one.take(5)) == ids(await two.take(5)) == [r.activationId for r in first]
+        # The consumer goes away under the streams (as the server's inactivity threshold would remove it).
+        (name,) = await readers(bus, ns)
+        await bus.js.delete_consumer(subjects.ACTIVATIONS_STREAM, name)
+        second = [record(ns) for _ in range(5)]
+        await publish(bus, *second)
+        assert ids(await one.take(5, 15)) == ids(await two.take(5, 15)) == [r.activationId for r in second]
+        await eventually(lambda: _count(bus, ns, 1), 10, "one shared consumer again")
+    await no_readers(bus, ns)
