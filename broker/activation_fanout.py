@@ -104,11 +104,6 @@ class LiveReader:
         self._task = asyncio.create_task(self._run(), name=f"activation-fanout-{namespace}")
         self.stopped = False
         self._since_yield = 0
-        self.consumer_name: str | None = None
-
-    @property
-    def subscribers(self) -> int:
-        return sum(len(inboxes) for inboxes in self._groups.values())
 
     @property
     def idle(self) -> bool:
@@ -153,7 +148,6 @@ class LiveReader:
                     async with ActivationTail(
                         self.bus, subject, after=self.position, window=READER_WINDOW
                     ) as tail:
-                        self.consumer_name = tail.consumer_name
                         if not self._started.done():
                             self._started.set_result(None)
                         while True:
@@ -221,9 +215,6 @@ class LiveReaders:
         self.store = store
         self.render = render
         self._readers: dict[str, LiveReader] = {}
-
-    def reader(self, namespace: str) -> LiveReader | None:
-        return self._readers.get(namespace)
 
     async def attach(
         self, namespace: str, selected: ActivationFilter, window: int, notify: Callable[[], None]
