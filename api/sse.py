@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -26,7 +26,18 @@ HEARTBEAT: Final = b": heartbeat\n\n"
 # How long a closing frame (a cut-off notice, the end of the body) may wait for a client that does not read.
 CLOSING_SEND_S: Final = 1.0
 
-Positioned = tuple[int, bytes]  # (position, the event's data: one line of JSON)
+Positioned = tuple[int, bytes]  # (position, the event as sent: `frame(...)`)
+
+
+class Source(Protocol):
+    """Where a stream's events come from: `take()` gives what is ready (in order), and the source calls the
+    function given to `watch` whenever it may have more; `aclose()` once the stream is over."""
+
+    def watch(self, notify: Callable[[], None]) -> None: ...
+
+    def take(self) -> list[Positioned]: ...
+
+    async def aclose(self) -> None: ...
 
 
 def frame(event: str, data: bytes, position: int | None = None) -> bytes:
@@ -36,19 +47,20 @@ def frame(event: str, data: bytes, position: int | None = None) -> bytes:
 
 
 class EventStream:
-    """An ASGI response: `events` yields (position, data) pairs, sent as `event: <name>` with `id: <position>`.
+    """An ASGI response sending the events of `source`, each already framed with its `id: <position>`; whatever is
+    ready at once goes in one write, so a client that fell behind costs one send per batch, not per event.
 
-        It ends when `events` ends, the client disconnects, `closing` is set (a final comment says so), a send
-        waits more than `stall_s` for the client (a final `event: overflow` names the last position delivered), or
-        `events` fails (a final `event: error`). `on_stall()` runs when a client is found too slow, `on_end(reason)` once
-    the stream is over, whatever happened.
+    It ends when the client disconnects, `closing` is set (a final comment says so), a send waits more than
+    `stall_s` for the client (a final `event: overflow` names the last position delivered), or the source fails
+    (a final `event: error`). A heartbeat comment goes out at each `heartbeat_s` tick with nothing sent since the
+    last one. `on_stall()` runs when a client is found too slow, `on_end(reason)` once the stream is over,
+    whatever happened.
     """
 
     def __init__(
         self,
-        events: AsyncIterator[Positioned],
+        source: Source,
         *,
-        event: str,
         heartbeat_s: float,
         stall_s: float,
         closing: asyncio.Event,
@@ -56,14 +68,15 @@ class EventStream:
         on_stall: Callable[[], None] = lambda: None,
         start_position: int | None = None,
     ) -> None:
-        self.events = events
-        self.event = event
+        self.source = source
         self.heartbeat_s = heartbeat_s
         self.stall_s = stall_s
         self.closing = closing
         self.on_end = on_end
         self.on_stall = on_stall
         self.delivered = start_position  # the last position the client was sent
+        self._wakeup: asyncio.Future[None] | None = None
+        self._ticked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reason = "ended"
@@ -83,45 +96,60 @@ class EventStream:
                     await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), CLOSING_SEND_S)
         finally:
             with contextlib.suppress(Exception):
-                await self.events.aclose()  # type: ignore[attr-defined]
+                await self.source.aclose()
             self.on_end(reason)
 
+    def _notify(self, *_: object) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _tick(self) -> None:
+        self._ticked = True
+        self._notify()
+
     async def _pump(self, receive: Receive, send: Send) -> str:
+        loop = asyncio.get_running_loop()
         left = asyncio.create_task(_disconnected(receive))
         closing = asyncio.create_task(self.closing.wait())
-        pending: asyncio.Task[Positioned] | None = None
+        left.add_done_callback(self._notify)
+        closing.add_done_callback(self._notify)
+        self.source.watch(self._notify)
+        ticker = _Ticker(loop, self.heartbeat_s, self._tick)
+        quiet = True  # nothing sent since the last tick
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.create_task(anext(self.events))  # type: ignore[arg-type]
-                done, _ = await asyncio.wait(
-                    {pending, left, closing}, timeout=self.heartbeat_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                if left in done:
+                if left.done():
                     return "disconnected"
-                if closing in done:
+                if closing.done():
                     await self._last(send, self._resume_comment("the server is shutting down"))
                     return "shutdown"
-                if pending not in done:
-                    if not await self._send(send, HEARTBEAT):
-                        return await self._cut(send)
-                    continue
-                taken, pending = pending, None
                 try:
-                    position, data = taken.result()
-                except StopAsyncIteration:
-                    return "ended"
+                    batch = self.source.take()
                 except SquallError as exc:
                     log.warning("activation stream failed: %s", exc.message)
                     body = codec.encode({"error": exc.message})
                     await self._last(send, frame("error", body, self.delivered))
                     return "failed"
-                if not await self._send(send, frame(self.event, data, position)):
-                    return await self._cut(send)
-                self.delivered = position
+                if batch:
+                    body = batch[0][1] if len(batch) == 1 else b"".join(event for _, event in batch)
+                    if not await self._send(send, body):
+                        return await self._cut(send)
+                    self.delivered, quiet = batch[-1][0], False
+                    continue
+                if self._ticked:
+                    self._ticked = False
+                    if quiet and not await self._send(send, HEARTBEAT):
+                        return await self._cut(send)
+                    quiet = True
+                    continue
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
         finally:
-            for waiting in (left, closing, pending):
-                if waiting is not None and not waiting.done():
+            ticker.cancel()
+            for waiting in (left, closing):
+                if not waiting.done():
                     waiting.cancel()
                     with contextlib.suppress(BaseException):
                         await waiting
@@ -130,9 +158,8 @@ class EventStream:
         """Send within the stall deadline; False when the client did not take it in time (nothing was written:
         the server waits for room before writing)."""
         try:
-            await asyncio.wait_for(
-                send({"type": "http.response.body", "body": body, "more_body": True}), self.stall_s
-            )
+            async with asyncio.timeout(self.stall_s):  # no task per send, unlike wait_for
+                await send({"type": "http.response.body", "body": body, "more_body": True})
         except TimeoutError:
             return False
         return True
@@ -157,6 +184,21 @@ class EventStream:
             await asyncio.wait_for(
                 send({"type": "http.response.body", "body": body, "more_body": True}), timeout_s
             )
+
+
+class _Ticker:
+    """Calls `tick` every `interval_s` until cancelled: one timer per stream, not one per event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float, tick: Callable[[], None]) -> None:
+        self.loop, self.interval_s, self.tick = loop, interval_s, tick
+        self._handle = loop.call_later(interval_s, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = self.loop.call_later(self.interval_s, self._fire)
+        self.tick()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 async def _disconnected(receive: Receive) -> None:

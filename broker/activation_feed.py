@@ -10,7 +10,7 @@ because the feed only moves forwards: anything at or before the last position it
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import NamedTuple
 
 import nats.js.errors
@@ -73,7 +73,9 @@ class ActivationFeed:
         """The most JetStream messages held at once for the reader (each tail's `high_water`)."""
         return max(self._held, self.tail.high_water if self.tail is not None else 0)
 
-    async def items(self) -> AsyncIterator[Item]:
+    async def items(self, until: int | None = None) -> AsyncGenerator[Item]:
+        """Every matching record from the start on; with `until`, the feed ends once it has passed that position
+        or read everything stored so far (a shared live reader takes over after `until`, broker/activation_fanout)."""
         start_ms: int | None = None
         if self.start.since is not None:
             self.position, start_ms = await self._since(self.start.since)
@@ -81,7 +83,7 @@ class ActivationFeed:
             async for item in self._history():
                 yield item
         subject = subject_filter(self.namespace, self.selected)
-        while True:
+        while not self._reached(until):
             after = self.position
             try:
                 async with ActivationTail(
@@ -93,8 +95,10 @@ class ActivationFeed:
                 ) as tail:
                     self._held, self.tail = self.held, tail
                     first = True
-                    while True:
-                        entry = await tail.next()
+                    while not self._reached(until):
+                        entry = await (tail.next() if until is None else tail.next_stored())
+                        if entry is None:
+                            return  # everything stored is read: nothing more up to `until`
                         if first and after is not None and entry.position > after + 1:
                             # What JetStream no longer holds between the two (it aged out while the tail was
                             # opened, or was purged) is in MongoDB, if anywhere: one indexed query.
@@ -106,6 +110,9 @@ class ActivationFeed:
                             yield found
             except TailLost as exc:
                 log.info("activation stream of %s reopened after %s: %s", self.namespace, self.position, exc)
+
+    def _reached(self, until: int | None) -> bool:
+        return until is not None and self.position is not None and self.position >= until
 
     async def _since(self, since: int) -> tuple[int | None, int | None]:
         """A `since` start as a position (when MongoDB holds records JetStream no longer does) or a time."""
@@ -136,23 +143,29 @@ class ActivationFeed:
         name = (entry.headers or {}).get(large_records.OBJECT_HEADER)
         if name is None and self.selected.empty:
             return Item(entry.position, entry.payload)  # already the record's JSON: no need to decode it
-        record = codec.decode(entry.payload, Activation) if name is None else await self._whole(entry, name)
+        if name is None:
+            record = codec.decode(entry.payload, Activation)
+        else:
+            record = await whole_record(self.bus, self.store, self.namespace, entry, name)
         if not matches(self.selected, record):
             return None
         return Item(entry.position, entry.payload if name is None else codec.encode(record))
 
-    async def _whole(self, entry: Entry, name: str) -> Activation:
-        """The whole record a stub points at: in the object store until the recorder has it in MongoDB, then
-        there (it deletes the object after storing the record)."""
-        try:
-            store = await self.bus.object_store(subjects.LARGE_RECORDS_BUCKET)
-            found = await store.get(name)
-            return codec.decode(found.data or b"", Activation)
-        except nats.js.errors.ObjectNotFoundError:
-            pass
-        stub = codec.decode(entry.payload, Activation)
-        try:
-            return await self.store.get(self.namespace, stub.activationId)
-        except NotFound:
-            # Neither: the record as far as it is known, with OpenWhisk's notice of missing logs.
-            return await large_records.load(self.bus, entry.payload, name)
+
+async def whole_record(
+    bus: JetStreamBus, store: ActivationStore, namespace: str, entry: Entry, name: str
+) -> Activation:
+    """The whole record a stub points at: in the object store until the recorder has it in MongoDB, then there
+    (it deletes the object after storing the record)."""
+    try:
+        objects = await bus.object_store(subjects.LARGE_RECORDS_BUCKET)
+        found = await objects.get(name)
+        return codec.decode(found.data or b"", Activation)
+    except nats.js.errors.ObjectNotFoundError:
+        pass
+    stub = codec.decode(entry.payload, Activation)
+    try:
+        return await store.get(namespace, stub.activationId)
+    except NotFound:
+        # Neither: the record as far as it is known, with OpenWhisk's notice of missing logs.
+        return await large_records.load(bus, entry.payload, name)

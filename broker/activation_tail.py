@@ -77,6 +77,9 @@ class ActivationTail:
         self._inbox = ""
         self._sub: Subscription | None = None
         self._name: str | None = None
+        # Messages the consumer still had to deliver, as of its creation or the last message taken: 0 with
+        # nothing queued means the tail has read everything stored so far (`caught_up`).
+        self._pending = 1
         self.high_water = 0  # most messages held at once: the tail's memory bound, measured
 
     async def __aenter__(self) -> ActivationTail:
@@ -88,6 +91,7 @@ class ActivationTail:
             await self._sub.unsubscribe()
             raise translate(exc, "opening an activation stream") from None
         self._name = info.name
+        self._pending = int(info.num_pending or 0)
         await self._pull()
         return self
 
@@ -146,10 +150,23 @@ class ActivationTail:
 
     async def next(self) -> Entry:
         """The next message, whenever it comes."""
+        entry = await self._next(stop_when_caught_up=False)
+        assert entry is not None
+        return entry
+
+    async def next_stored(self) -> Entry | None:
+        """The next message stored when the last one was sent (or the consumer made), or None once the tail has
+        taken all of those: a catch-up reader ends there, where a live reader took over."""
+        return await self._next(stop_when_caught_up=True)
+
+    async def _next(self, *, stop_when_caught_up: bool) -> Entry | None:
         loop = asyncio.get_running_loop()
         while True:
+            if stop_when_caught_up and self._pending == 0 and self._queue.empty():
+                return None
             try:
-                msg = await asyncio.wait_for(self._queue.get(), _LOST_AFTER_S)
+                # A message already queued is taken without a timer (a shared reader's hot path).
+                msg = self._queue.get_nowait() if self._queue.qsize() else await self._wait(_LOST_AFTER_S)
             except TimeoutError:
                 if self._owed and loop.time() - self._pulled_at > _LOST_AFTER_S:
                     self._owed = 0  # the pull and its expiry notice were lost (a reconnection)
@@ -165,11 +182,16 @@ class ActivationTail:
             await self._pull()
             return self._entry(msg)
 
+    async def _wait(self, timeout_s: float) -> Msg:
+        async with asyncio.timeout(timeout_s):
+            return await self._queue.get()
+
     def _entry(self, msg: Msg) -> Entry:
         meta = msg.metadata
         if self._consumer_seq and meta.sequence.consumer != self._consumer_seq + 1:
             raise TailLost("activation stream consumer skipped messages")
         self._consumer_seq = meta.sequence.consumer
+        self._pending = meta.num_pending
         headers = dict(msg.headers) if msg.headers else None
         return Entry(position=int(meta.sequence.stream), payload=msg.data, headers=headers)
 
@@ -186,4 +208,13 @@ async def first_position(bus: JetStreamBus) -> int:
     return int(info.state.first_seq)
 
 
-__all__ = ["WINDOW", "ActivationTail", "Entry", "TailLost", "Unavailable", "first_position"]
+async def last_position(bus: JetStreamBus) -> int:
+    """The newest position ACTIVATIONS holds or held (0 when it never held any)."""
+    try:
+        info = await bus.js.stream_info(subjects.ACTIVATIONS_STREAM)
+    except Exception as exc:
+        raise translate(exc, "reading the activation stream") from None
+    return int(info.state.last_seq or 0)
+
+
+__all__ = ["WINDOW", "ActivationTail", "Entry", "TailLost", "Unavailable", "first_position", "last_position"]

@@ -30,8 +30,9 @@ INVOKE_QUEUE_PREFIX: Final = "queue-"
 LEGACY_RULE_ENGINE: Final = "rule-engine"
 
 # Live activation streams read ACTIVATIONS through ephemeral consumers (broker/activation_tail.py): in memory,
-# unacknowledged, one per open stream, and removed by the server this long after their reader stopped pulling, so
-# an API that crashed leaves none behind.
+# unacknowledged, one per namespace with open streams in each API process (broker/activation_fanout.py) plus one
+# per stream while it catches up, and removed by the server this long after their reader stopped pulling, so an
+# API that crashed leaves none behind.
 STREAM_READER_INACTIVE_S: Final = 30.0
 
 # Deliveries of one message before its handler gives up and records the failure instead of trying again.

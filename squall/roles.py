@@ -63,14 +63,18 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
         app = create_app(
             settings, backbone.store, backbone.activations, keys, gateway=gateway, throttles=throttles
         )
-        async with ApiServer(
-            app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
-        ) as api:
-            try:
-                yield api
-            finally:
-                # Live streams never end by themselves: end them first, or the drain would wait them out.
-                app_state(app).streams.close()
+        streams = app_state(app).streams
+        try:
+            async with ApiServer(
+                app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
+            ) as api:
+                try:
+                    yield api
+                finally:
+                    # Live streams never end by themselves: end them first, or the drain would wait them out.
+                    streams.close()
+        finally:
+            await streams.aclose()  # no live reader outlives the server
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,9 @@ Each event is `event: activation`, `id: <position>` and the record as `GET …/a
 Without `Last-Event-ID`, `since` or `after` the stream starts with the next new record; `Last-Event-ID` (which
 EventSource clients send by themselves when they reconnect) resumes after that position with no gap and no
 duplicate. A comment line comes every `stream_heartbeat_s` while nothing happens; a client that reads too slowly
-gets a final `event: overflow` with the last position it was sent, and the stream ends (api/sse.py).
+gets a final `event: overflow` with the last position it was sent, and the stream ends (api/sse.py). The live
+records of a namespace are read once per API process and shared by its streams (broker/activation_fanout.py); a
+resuming stream catches up on its own first (broker/activation_source.py).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from api.auth import Identity
 from api.context import authenticated, state
 from api.routes.activations import COLLECTION_PATH, TAG, activation_id, epoch_ms, name_filter
 from api.routing import Operation, Param, route
-from api.sse import EventStream
-from broker.activation_feed import ActivationFeed, Start
+from api.sse import EventStream, frame
+from broker.activation_feed import Start
 from broker.activation_filter import FAILED, KINDS, ActivationFilter, Kind
+from broker.activation_source import ActivationSource
 from broker.activations import STATUS_CODES
 from broker.errors import BadRequest
 
@@ -114,21 +117,30 @@ async def stream_activations(request: Request, identity: Identity) -> Response:
     shared = state(request)
     settings = shared.settings
     hub = shared.streams
-    feed = ActivationFeed(
-        shared.store.bus, shared.activations, namespace, selected, start, window=settings.stream_window
-    )
+    readers = hub.readers(shared.store.bus, shared.activations, render)
+    source = ActivationSource(readers, namespace, selected, start, window=settings.stream_window)
     hub.open(namespace)  # 429 past the cap; released when the stream ends, however it ends
+    try:
+        await source.open()  # the namespace's live reader exists: a record stored from now on is sent
+    except BaseException:
+        await source.aclose()
+        hub.release(namespace, "failed")
+        raise
     stream = EventStream(
-        feed.items(),
-        event=EVENT,
+        source,
         heartbeat_s=settings.stream_heartbeat_s,
         stall_s=settings.stream_stall_s,
         closing=hub.closing,
-        on_end=lambda reason: hub.release(namespace, reason, feed.held),
+        on_end=lambda reason: hub.release(namespace, reason, source.held, source.catch_ups),
         on_stall=hub.stall,
         start_position=start.after,
     )
     return StreamResponse(stream)
+
+
+def render(position: int, record: bytes) -> bytes:
+    """An activation record as its SSE event: rendered once per record by a live reader, shared by its streams."""
+    return frame(EVENT, record, position)
 
 
 class StreamResponse(Response):
