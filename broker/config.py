@@ -168,8 +168,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"
+    # "text" (human-readable) or "json": one JSON object per line with role, namespace, activation and trace id.
+    log_format: str = "text"
+
+    # Observability (README § "Metrics and tracing"). `metrics`: count into Prometheus metrics, served at
+    # GET /metrics. `metrics_dir`: where role processes on one host share their metrics (prometheus-client's
+    # multiprocess mode); empty: each process counts in memory, which suffices while all roles share one.
+    # `metrics_namespaces`: label per-namespace series with the namespace (bounded only by the tenants).
+    metrics: bool = True
+    metrics_dir: str = ""
+    metrics_namespaces: bool = False
+    # W3C trace context: a fire, invoke or webhook carries one (or is given one) through every record it causes.
+    trace_context: bool = True
+    # An OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) to export spans to; empty: no export (the default).
+    otlp_endpoint: str = ""
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', not {self.log_format!r}")
         if self.feeds_missed_ticks not in ("last", "none"):
             raise ValueError(f"feeds_missed_ticks must be 'last' or 'none', not {self.feeds_missed_ticks!r}")
         if self.invocation_secret:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from broker import codec, params, subjects
+from broker import codec, params, subjects, trace_context
 from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
@@ -43,6 +43,7 @@ class Fire(msgspec.Struct, frozen=True, kw_only=True):
     cloudevent: dict[str, Any] | None = None
     hops: int = 0
     transaction_id: str = ""
+    traceparent: str = ""  # the producer's trace context; the event carries a child of it
 
 
 class TriggerFiring:
@@ -56,12 +57,14 @@ class TriggerFiring:
         throttles: FireCheck,
         *,
         max_hops: int,
+        tracing: bool = True,
     ) -> None:
         self.bus = bus
         self.entities = entities
         self.events = events
         self.throttles = throttles
         self.max_hops = max_hops
+        self.tracing = tracing
 
     async def fire(self, request: Fire) -> str | None:
         """Throttled (429) past firesPerMinute, NotFound for an unknown trigger, BadRequest past the hop limit
@@ -110,6 +113,7 @@ class TriggerFiring:
             hops=request.hops,
             published=now_ms(),
             transaction_id=request.transaction_id,
+            traceparent=trace_of(request.traceparent, self.tracing),
         )
         if request.hops > self.max_hops:
             message = loop_message(request.hops, self.max_hops)
@@ -121,3 +125,11 @@ class TriggerFiring:
             )
             raise BadRequest(message)
         return event
+
+
+def trace_of(traceparent: str, tracing: bool) -> str:
+    """The event's trace context: a child of its producer's, a new trace when it had none (an alarm), none
+    with tracing off."""
+    if not tracing:
+        return ""
+    return trace_context.child(traceparent) if traceparent else trace_context.start()

@@ -55,6 +55,7 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     # A run deferred by its namespace's invocationsPerMinute: not started before this epoch ms (the minute
     # with room for it), but waiting in its namespace's queue meanwhile.
     not_before: int | None = None
+    traceparent: str = ""  # W3C trace context (broker/trace_context.py); "" with tracing off
 
     @property
     def event_driven(self) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import msgspec
 
-from broker import codec, kinds, subjects
+from broker import codec, kinds, subjects, trace_context
 from broker.action_refs import action_arguments, resolve_component
 from broker.activations import INTERNAL_ERROR, SUCCESS, Activation, make_response
 from broker.bus import JetStreamBus, Outgoing
@@ -259,6 +259,7 @@ class RuleEngine:
             trigger=f"{event.namespace}/{event.trigger}",
             retry=rule.retry if not isinstance(rule.retry, msgspec.UnsetType) else None,
             not_before=not_before,
+            traceparent=trace_context.child(event.traceparent),
         )
         try:
             payload = self.bus.encode(invocation)

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from broker import trace_context
 from broker.activations import SUCCESS, Activation, ActivationResponse, make_response
 from broker.entities import KeyValue
 
@@ -38,6 +39,7 @@ class TriggerEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     hops: int = 0  # how many action-caused events led to this one
     published: int = 0  # epoch ms when the API accepted it: the trigger record's `start`
     transaction_id: str = ""  # the fire request's X-Request-ID
+    traceparent: str = ""  # W3C trace context of this event (broker/trace_context.py); "" with tracing off
 
 
 def loop_message(hops: int, allowed: int) -> str:
@@ -99,5 +101,7 @@ def trigger_record(
         logs=logs,
         version=version,
         publish=False,
-        annotations=[KeyValue(key="hops", value=event.hops)] if event.hops else [],
+        annotations=trace_context.annotated(
+            event.traceparent, [KeyValue(key="hops", value=event.hops)] if event.hops else []
+        ),
     )

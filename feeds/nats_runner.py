@@ -21,7 +21,7 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 
-from broker import codec, subjects
+from broker import codec, subjects, trace_context
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
 from broker.entity_store import is_tombstone
@@ -206,6 +206,8 @@ class NatsFeedRunner:
             payload=message_payload(delivery.value),
             idempotency_key=message_key(delivery.header("Nats-Msg-Id"), msg.metadata.sequence.stream),
             headers=message_headers(msg.subject, msg.headers),
+            # A publisher's W3C trace context goes on through the fire; without one, the fire starts a trace.
+            traceparent=trace_context.parse(delivery.header(trace_context.TRACEPARENT_HEADER)) or "",
         )
         key = subjects.entity_key(registration.namespace, registration.trigger)
         try:

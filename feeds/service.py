@@ -54,6 +54,7 @@ class FeedsRole:
                 EventQueues(self.bus, settings),
                 self.throttles,
                 max_hops=settings.max_hops,
+                tracing=settings.trace_context,
             )
             self.providers = {provider.name: provider for provider in providers(settings)}
             await stack.enter_async_context(

@@ -6,6 +6,7 @@ from typing import Any, Final
 
 import msgspec
 
+from broker import trace_context
 from broker.activations import (
     APPLICATION_ERROR,
     DEVELOPER_ERROR,
@@ -200,6 +201,7 @@ def action_record(
     annotations.append(KeyValue(key="waitTime", value=wait_time(invocation, outcome)))
     if invocation.binding:
         annotations.append(KeyValue(key="binding", value=invocation.binding))
+    trace_context.annotated(invocation.traceparent, annotations)
     return Activation(
         namespace=invocation.namespace,
         name=action.name,
@@ -244,6 +246,7 @@ def failure_record(
         annotations.append(KeyValue(key="causedBy", value=SEQUENCE_KIND))
     if invocation.published:
         annotations.append(KeyValue(key="waitTime", value=max(0, now - invocation.published)))
+    trace_context.annotated(invocation.traceparent, annotations)
     return Activation(
         namespace=invocation.namespace,
         name=name,

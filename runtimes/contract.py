@@ -28,6 +28,10 @@ class RunPayload(msgspec.Struct, frozen=True, kw_only=True):
     transaction_id: str
     deadline: str
     api_key: str | None = None
+    # W3C trace context of the run: actions see them as __OW_TRACE_ID and __OW_TRACEPARENT (the runtimes
+    # export every field of this body that way), to pass on to what they call.
+    trace_id: str | None = None
+    traceparent: str | None = None
 
 
 class RunRequest(msgspec.Struct, frozen=True, kw_only=True):

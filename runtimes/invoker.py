@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from broker import codec, large_records, subjects
+from broker import codec, large_records, subjects, trace_context
 from broker.action_refs import ResolvedAction
 from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
 from broker.bus import JetStreamBus
@@ -124,6 +124,8 @@ def run_request(
         transaction_id=invocation.transaction_id or invocation.activationId,
         deadline=deadline,
         api_key=api_key,
+        trace_id=trace_context.trace_id(invocation.traceparent) or None,
+        traceparent=invocation.traceparent or None,
     )
     init_env, run_value = split_arguments(value, action)
     env = {**init_env, **_ow_env(run)}

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from broker import params
+from broker import params, trace_context
 from broker.action_refs import Reader, ResolvedAction, resolve_component
 from broker.activations import APPLICATION_ERROR, Activation, ActivationResponse, annotation, make_response
 from broker.clock import now_ms
@@ -70,6 +70,7 @@ def sequence_record(
     if max_memory is not None:
         limits = ActionLimits(timeout=sequence.limits.timeout, memory=max_memory, logs=sequence.limits.logs)
         annotations.append(KeyValue(key="limits", value=results.limits_value(limits)))
+    trace_context.annotated(invocation.traceparent, annotations)
     return Activation(
         namespace=invocation.namespace,
         name=sequence.name,
@@ -134,6 +135,7 @@ class SequenceRunner:
                 cause=invocation.activationId,
                 binding=resolved.binding,
                 published=now_ms(),
+                traceparent=trace_context.child(invocation.traceparent),
             )
             if resolved.action.exec.kind == SEQUENCE:
                 record, atomic = await self._run(

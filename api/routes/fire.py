@@ -19,6 +19,7 @@ from api.context import JSON, authenticated, state
 from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.request_id import request_id_of
 from api.routing import Operation, route
+from api.trace import traceparent_of
 from broker.entities import validate_name
 from broker.errors import BadRequest
 from broker.firing import Fire, TriggerFiring
@@ -96,6 +97,7 @@ async def fire_trigger(request: Request, identity: Identity) -> Response:
         cloudevent=incoming.attributes,
         hops=hop_count(request, incoming),
         transaction_id=request_id_of(request),
+        traceparent=traceparent_of(request, incoming.attributes),
     )
     activation_id = await firing_of(request).fire(fire)
     if activation_id is None:
@@ -110,7 +112,12 @@ def firing_of(request: Request) -> TriggerFiring:
     shared = state(request)
     gateway = shared.gateway
     return TriggerFiring(
-        gateway.bus, gateway.actions, gateway.events, shared.throttles, max_hops=shared.settings.max_hops
+        gateway.bus,
+        gateway.actions,
+        gateway.events,
+        shared.throttles,
+        max_hops=shared.settings.max_hops,
+        tracing=shared.settings.trace_context,
     )
 
 

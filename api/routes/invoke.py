@@ -17,7 +17,8 @@ from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.package_access import resolve_package
 from api.request_id import request_id_of
 from api.routing import Operation, Param, route
-from broker import codec, kinds
+from api.trace import traceparent_of
+from broker import codec, kinds, trace_context
 from broker.action_refs import action_arguments
 from broker.activations import APPLICATION_ERROR, DEVELOPER_ERROR, SUCCESS, Activation, new_activation_id
 from broker.clock import now_ms
@@ -178,6 +179,7 @@ async def invoke_action(request: Request, identity: Identity) -> Response:
         transaction_id=request_id_of(request),
         binding=target.binding,
         published=now_ms(),
+        traceparent=trace_context.child(traceparent_of(request)),
     )
     aid = invocation.activationId
     activations = state(request).activations

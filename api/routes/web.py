@@ -19,6 +19,7 @@ from api.errors import error_response, status_of
 from api.gateway import ACTIVATION_ID_HEADER
 from api.request_id import request_id_of
 from api.routing import ApiRoute, Operation
+from api.trace import traceparent_of
 from api.web_request import (
     EXTENSION_NOT_SUPPORTED,
     HTTP,
@@ -36,7 +37,7 @@ from api.web_request import (
     unknown_extension,
 )
 from api.web_response import ERROR_PROCESSING_REQUEST, PROPERTY_NOT_FOUND, RESPONSE_NOT_READY, project, shape
-from broker import kinds
+from broker import kinds, trace_context
 from broker.action_refs import ResolvedAction, action_arguments, resolve_component
 from broker.activations import APPLICATION_ERROR, SUCCESS, Activation, new_activation_id
 from broker.clock import now_ms
@@ -174,6 +175,7 @@ async def _run(request: Request, web: WebPath, resolved: ResolvedAction, payload
         transaction_id=request_id_of(request),
         binding=resolved.binding,
         published=now_ms(),
+        traceparent=trace_context.child(traceparent_of(request)),
     )
     aid = invocation.activationId
 

@@ -20,6 +20,7 @@ from api.gateway import ACTIVATION_ID_HEADER, ActivationIdBody
 from api.request_id import request_id_of
 from api.routes.fire import firing_of
 from api.routing import Operation, route
+from api.trace import traceparent_of
 from broker.entities import validate_name
 from broker.errors import Conflict, NotFound
 from broker.feed_registry import FeedRegistry
@@ -82,6 +83,7 @@ async def deliver_webhook(request: Request) -> Response:
         idempotency_key=key,
         headers=forwarded_headers(headers),
         transaction_id=request_id_of(request),
+        traceparent=traceparent_of(request),
     )
     activation_id = await firing_of(request).fire(fire)
     if activation_id is None:
