@@ -20,6 +20,7 @@ from api.routes import (
     info,
     invoke,
     invokers,
+    metrics,
     namespaces,
     openapi,
     packages,
@@ -36,6 +37,7 @@ from broker.entity_store import EntityStore
 
 ROUTES: list[BaseRoute] = [
     *info.routes,
+    *metrics.routes,
     *namespaces.routes,
     *actions.routes,
     *invoke.routes,

@@ -180,8 +180,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_namespaces: bool = False
     # W3C trace context: a fire, invoke or webhook carries one (or is given one) through every record it causes.
     trace_context: bool = True
-    # An OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) to export spans to; empty: no export (the default).
-    otlp_endpoint: str = ""
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):

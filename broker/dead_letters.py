@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from broker import codec, subjects
+from broker import codec, metrics, subjects
 from broker.activations import SUCCESS, Activation
 from broker.bus import JetStreamBus
 from broker.entity_store import EntityStore
@@ -179,6 +179,7 @@ class DeadLetters:
     async def publish(self, letter: DeadLetter) -> None:
         subject = subjects.deadletter_subject(letter.namespace, letter.id)
         await self.bus.publish(subject, self.bus.encode(letter, shrink=fit), msg_id=msg_id(letter.id))
+        metrics.current().dead_letters(reason_label(letter.reason.status), namespace=letter.namespace).inc()
         await self._keep_quota(letter.namespace)
 
     async def quota(self, namespace: str) -> int:
@@ -273,3 +274,8 @@ def _decode(data: bytes | None, subject: str) -> DeadLetter:
         return codec.decode(data or b"", DeadLetter)
     except BadRequest as exc:
         raise InternalError(f"unreadable dead letter at {subject}: {exc.message}") from None
+
+
+def reason_label(status: str) -> str:
+    """A letter's reason as a bounded label value: `throttled`, or the failed run's status."""
+    return "throttled" if status == "throttled" else metrics.status_label(status)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from broker import codec, params, subjects, trace_context
+from broker import codec, metrics, params, subjects, trace_context
 from broker.activations import APPLICATION_ERROR, make_response, new_activation_id
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
@@ -65,15 +65,20 @@ class TriggerFiring:
         self.throttles = throttles
         self.max_hops = max_hops
         self.tracing = tracing
+        self._metrics = metrics.current()
 
     async def fire(self, request: Fire) -> str | None:
         """Throttled (429) past firesPerMinute, NotFound for an unknown trigger, BadRequest past the hop limit
         (recorded as a refused trigger activation), PayloadTooLarge when parameters and payload pass a message."""
-        event = await self._event(request)
-        if event is None:
-            return None
-        await self.events.publish(event)  # trigger parameters can make it too large (413)
-        return event.activationId
+        try:
+            event = await self._event(request)
+            if event is not None:
+                await self.events.publish(event)  # trigger parameters can make it too large (413)
+        except Exception as exc:
+            self._refused(request, exc)
+            raise
+        self._counted(request, event)
+        return None if event is None else event.activationId
 
     async def fire_many(self, requests: Sequence[Fire]) -> list[str | Exception | None]:
         """Each request's outcome as `fire` would answer it (the error instead of raising it), with the events
@@ -90,7 +95,24 @@ class TriggerFiring:
             if event is not None:
                 events.append(event)
         failures = iter(await self.events.publish_many(events))
-        return [(next(failures) or outcome) if isinstance(outcome, str) else outcome for outcome in outcomes]
+        answers = [
+            (next(failures) or outcome) if isinstance(outcome, str) else outcome for outcome in outcomes
+        ]
+        for request, answer in zip(requests, answers, strict=True):
+            if isinstance(answer, Exception):
+                self._refused(request, answer)
+            else:
+                self._counted(request, answer)
+        return answers
+
+    def _counted(self, request: Fire, event: object) -> None:
+        if event is None:
+            self._metrics.fires_refused("no_rule", namespace=request.namespace).inc()
+        else:
+            self._metrics.fires_accepted(namespace=request.namespace).inc()
+
+    def _refused(self, request: Fire, exc: BaseException) -> None:
+        self._metrics.fires_refused(metrics.refusal_reason(exc), namespace=request.namespace).inc()
 
     async def _event(self, request: Fire) -> TriggerEvent | None:
         """The event a fire stores, None when no rule is active; refusals raise (see `fire`)."""

@@ -6,10 +6,11 @@ from types import TracebackType
 
 import msgspec
 
-from broker import large_records
+from broker import large_records, metrics
 from broker.activation_store import ActivationStore
 from broker.activations import Activation
 from broker.bus import JetStreamBus
+from broker.clock import now_ms
 from broker.stream_worker import Delivery, StreamWorker
 from broker.topology import RECORDER, topology
 
@@ -52,6 +53,9 @@ class ActivationRecorder:
             drain_timeout_s=bus.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s,
             name="recorder",
         )
+        counters = metrics.current()
+        self._written = counters.records_written()
+        self._lag = counters.recorder_lag()
 
     @property
     def recorded(self) -> int:
@@ -78,6 +82,10 @@ class ActivationRecorder:
             await self.store.insert(record, position(delivery))
         for delivery in large:  # only once MongoDB has them: a crash before this redelivers, and loads again
             await large_records.forget(self.bus, delivery.header(large_records.OBJECT_HEADER) or "")
+        self._written.inc(len(batch))
+        now = now_ms()
+        for delivery in batch:
+            self._lag.observe(max(0, now - delivery.stored_ms) / 1000)
 
 
 def position(delivery: Delivery[Activation]) -> int:

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import msgspec
 
-from broker import codec, kinds, subjects, trace_context
+from broker import codec, kinds, log_context, metrics, subjects, trace_context
 from broker.action_refs import action_arguments, resolve_component
 from broker.activations import INTERNAL_ERROR, SUCCESS, Activation, make_response
 from broker.bus import JetStreamBus, Outgoing
@@ -102,6 +102,7 @@ class Planned(msgspec.Struct, frozen=True):
 
     line: str
     invocation: Outgoing | None = None
+    skipped: bool = False  # by the rule's filter
 
 
 class RuleEngine:
@@ -136,6 +137,10 @@ class RuleEngine:
         )
         self._following = QueueFollower(EventQueues(bus, settings), self._worker, name="event-queues")
         self._matching = asyncio.Lock()  # held by the one large event being matched
+        counters = metrics.current()
+        self._invoked = counters.rule_runs("invoked")
+        self._failed = counters.rule_runs("failed")
+        self._filtered = counters.rule_filter_skips()
 
     @property
     def processed(self) -> int:
@@ -161,7 +166,9 @@ class RuleEngine:
         await self._cache.__aexit__(None, None, None)
 
     async def _handle(self, delivery: Delivery[TriggerEvent]) -> None:
-        await self.bus.publish_many(await self.plan(delivery.value, size=len(delivery.msg.data)))
+        event = delivery.value
+        with log_context.working_on(event.namespace, event.activationId, event.traceparent):
+            await self.bus.publish_many(await self.plan(event, size=len(delivery.msg.data)))
 
     async def _give_up(self, delivery: Delivery[TriggerEvent], exc: Exception) -> None:
         """Record the failure on the trigger's activation, so that an event that cannot be processed neither
@@ -205,6 +212,11 @@ class RuleEngine:
                 lines.append(item.line)
                 if item.invocation is not None:
                     outgoing.append(item.invocation)
+                    self._invoked.inc()
+                elif item.skipped:
+                    self._filtered.inc()
+                else:
+                    self._failed.inc()
             if outgoing:
                 await self.queues.ensure(event.namespace)
         record = trigger_record(event, trigger.version if trigger is not None else INITIAL_VERSION, lines)
@@ -229,7 +241,7 @@ class RuleEngine:
     ) -> Planned:
         action_ref = f"{rule.action.path}/{rule.action.name}"
         if skipped is not None:
-            return Planned(rule_log(key, action_ref, skipped=skipped))
+            return Planned(rule_log(key, action_ref, skipped=skipped), skipped=True)
         try:
             resolved = await resolve_component(self._cache, "/" + action_ref, event.namespace)
         except (NotFound, WrongCollection):

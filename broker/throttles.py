@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
-from broker import subjects
+from broker import metrics, subjects
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
@@ -255,6 +255,7 @@ class Throttles:
         limits = await self.limits_of(namespace)
         refusal = too_many_per_minute(self._minutes.add((FIRE, namespace)), limits.firesPerMinute)
         if refusal is not None:
+            metrics.current().throttled("fires_per_minute", namespace=namespace).inc()
             raise Throttled(refusal)
 
     async def check_web(self, namespace: str) -> None:
@@ -263,6 +264,7 @@ class Throttles:
         on top of `invocationsPerMinute`, which its runs are charged to as well."""
         refusal = too_many_per_minute(self._minutes.add((WEB, namespace)), self.web_per_minute)
         if refusal is not None:
+            metrics.current().throttled("web_requests_per_minute", namespace=namespace).inc()
             raise Throttled(refusal)
 
     async def check_invoke(self, namespace: str, count: int = 1) -> None:
@@ -270,6 +272,18 @@ class Throttles:
         refusal = await self._admit(namespace, count)
         if refusal is not None:
             raise Throttled(refusal)
+
+    async def _admit(self, namespace: str, count: int) -> str | None:
+        limits = await self.limits_of(namespace)
+        per_minute = self._minutes.add((INVOKE, namespace), count)
+        refusal = too_many_per_minute(per_minute, limits.invocationsPerMinute)
+        limit = "invocations_per_minute"
+        if refusal is None:
+            refusal = await self._in_flight.admit(namespace, limits.concurrentInvocations, count)
+            limit = "concurrent_invocations"
+        if refusal is not None:
+            metrics.current().throttled(limit, namespace=namespace).inc()
+        return refusal
 
     async def book_event_run(self, namespace: str) -> int | None:
         """An event-driven run is never refused: under `invocationsPerMinute` it starts now (None), over it in the
@@ -279,14 +293,6 @@ class Throttles:
 
     async def concurrency_of(self, namespace: str) -> int:
         return (await self.limits_of(namespace)).concurrentInvocations
-
-    async def _admit(self, namespace: str, count: int) -> str | None:
-        limits = await self.limits_of(namespace)
-        per_minute = self._minutes.add((INVOKE, namespace), count)
-        refusal = too_many_per_minute(per_minute, limits.invocationsPerMinute)
-        if refusal is None:
-            refusal = await self._in_flight.admit(namespace, limits.concurrentInvocations, count)
-        return refusal
 
     async def _count_in_flight(self, namespace: str | None) -> int:
         """Messages in the INVOKE stream: all of them, or those of one namespace."""

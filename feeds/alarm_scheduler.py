@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from nats.aio.msg import Msg
 
-from broker import codec, subjects
+from broker import codec, metrics, subjects
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
 from broker.config import Settings
@@ -303,6 +303,9 @@ class AlarmScheduler:
         """After an accepted fire: the status, and what a plan's end or a once alarm asks for."""
         registration = owned.registration
         self.fires += 1
+        counters = metrics.current()
+        counters.feed_fires("alarm").inc()
+        counters.feed_fire_lag("alarm").observe(max(0, now_ms() - instant) / 1000)
         count = owned.status.fireCount + 1
         self._note(key, owned, lastFire=max(instant, owned.status.lastFire or 0), fireCount=count)
         plan = owned.plan

@@ -21,7 +21,7 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 
-from broker import codec, subjects, trace_context
+from broker import codec, metrics, subjects, trace_context
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
 from broker.entity_store import is_tombstone
@@ -227,6 +227,9 @@ class NatsFeedRunner:
         tally = self._tally(key)
         tally.fired += 1
         tally.last_fire = now_ms()
+        counters = metrics.current()
+        counters.feed_fires("nats").inc()
+        counters.feed_fire_lag("nats").observe(max(0, tally.last_fire - delivery.stored_ms) / 1000)
         return None
 
     async def _give_up(self, delivery: Delivery[bytes], exc: Exception) -> None:

@@ -27,9 +27,9 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from broker import codec, large_records, subjects, trace_context
+from broker import codec, large_records, log_context, metrics, subjects, trace_context
 from broker.action_refs import ResolvedAction
-from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, entity_path
+from broker.activations import APPLICATION_ERROR, INTERNAL_ERROR, Activation, annotation, entity_path
 from broker.bus import JetStreamBus
 from broker.clock import now_ms
 from broker.config import Settings
@@ -269,6 +269,7 @@ class InvokerAgent:
         self._sequences = SequenceRunner(self._cache, self._execute, self._publish)
         self._dead_letters = DeadLetters(bus)
         self._seal = key_seal(bus.settings.invocation_secret)
+        self._metrics = metrics.current()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -290,6 +291,7 @@ class InvokerAgent:
         await self._cache.__aexit__(None, None, None)
 
     def load(self) -> Load:
+        """The heartbeat's figures (also the moment the pool's gauges are brought up to date)."""
         base = self._load() if self._load is not None else Load()
         return msgspec.structs.replace(
             base, in_flight=self.in_flight, system_errors=self.errors.errors, completed=self.completed
@@ -309,6 +311,10 @@ class InvokerAgent:
 
     async def _handle(self, delivery: Delivery[Invocation]) -> Retry | None:
         invocation = delivery.value
+        with log_context.working_on(invocation.namespace, invocation.activationId, invocation.traceparent):
+            return await self._handle_one(delivery, invocation)
+
+    async def _handle_one(self, delivery: Delivery[Invocation], invocation: Invocation) -> Retry | None:
         now = now_ms()
         if first_start(invocation, delivery.deliveries) and overdue(invocation, now, self.max_wait_ms):
             await self._throttled(delivery, now)
@@ -449,6 +455,7 @@ class InvokerAgent:
         """Store the record on ACTIVATIONS (msg id = activation id); tell a waiting API as soon as it is sent.
         A record too large for one message goes to the object store first, and both get its stub."""
         message = await large_records.prepare(self.bus, record)
+        self._count(record)
         root = record.namespace
         ack = await self.bus.publish_async(
             subjects.activation_subject(root, entity_path(record)),
@@ -460,6 +467,14 @@ class InvokerAgent:
             with contextlib.suppress(Exception):
                 await self.bus.send(result_to, message.payload, headers=message.headers)
         await ack
+
+    def _count(self, record: Activation) -> None:
+        kind = annotation(record, "kind")
+        kind = kind if isinstance(kind, str) else "unknown"
+        status = metrics.status_label(record.response.status)
+        self._metrics.invocations(kind, status, namespace=record.namespace).inc()
+        if record.duration is not None:
+            self._metrics.activation_duration(kind).observe(record.duration / 1000)
 
 
 def _split_action(fqn: str) -> tuple[str, str]:
@@ -477,7 +492,13 @@ def concurrency(capacity_mb: int, stem_cells: int, stem_mb: int, action_mb: int 
 
 
 def pool_load(stats: Any) -> Load:
-    """A heartbeat's view of the pool's `stats()` (runtimes/pool.py's PoolStats)."""
+    """A heartbeat's view of the pool's `stats()` (runtimes/pool.py's PoolStats); its gauges are set too."""
+    gauges = metrics.current()
+    gauges.pool_containers("busy").set(stats.busy)
+    gauges.pool_containers("warm").set(stats.warm - stats.paused)
+    gauges.pool_containers("paused").set(stats.paused)
+    gauges.pool_containers("prewarm").set(stats.stem)
+    gauges.pool_queued().set(stats.queued)
     return Load(
         capacity_mb=stats.capacity_mb, free_mb=stats.free_mb, warm=stats.containers, families=stats.families
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from broker import metrics
 from broker.clock import now_ms
 from broker.config import Settings
 from broker.errors import BadRequest, SquallError, Unavailable
@@ -152,6 +153,7 @@ class ContainerPool:
         pool_id = pool_id or f"pool-{os.getpid()}"
         self.config = config or PoolSettings.from_settings(settings)
         self.prewarm = parse_prewarm(self.config.prewarm)
+        self._metrics = metrics.current()
         self.backend = PodmanBackend(settings, pool_id, self.config.sandbox())
         self.artefacts = ArtefactCache.from_settings(settings)
         self._settings = settings
@@ -251,12 +253,15 @@ class ContainerPool:
 
     async def _run_in(self, entry: _Entry, request: RunRequest, wait_ms: int) -> RunOutcome:
         timeout_s = request.timeout_ms / 1000
+        taken = time.monotonic()
         await self._wake(entry)
-        if entry.container is None:
+        fresh = entry.container is None
+        if fresh:
             await self._start(entry)
         conn = entry.conn
         assert conn is not None and entry.container is not None
         cold = not entry.initialized
+        how = "cold" if fresh else "prewarm" if cold else "warm"
         base: dict[str, Any] = {"wait_ms": wait_ms, "container": entry.container.id, "cold": cold}
         start = now_ms()
         artefact_to_keep = ""
@@ -295,6 +300,8 @@ class ContainerPool:
                 )
             entry.initialized = True
             base["init_ms"] = init_ms
+        self._metrics.container_starts(how).inc()
+        self._metrics.container_start_seconds(how).observe(time.monotonic() - taken)
         run_start = now_ms()
         status, reply = await self._post(
             conn,

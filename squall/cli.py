@@ -37,13 +37,15 @@ def standalone(
     api_port: int | None, api_host: str | None, data_dir: Path | None, guest_key: str | None
 ) -> None:
     """Run every role in one process, with embedded NATS and MongoDB unless SQUALL_NATS_URL/SQUALL_MONGODB_URI are set."""
+    from broker import metrics
     from squall.standalone import run_standalone
 
     def build() -> Coroutine[Any, Any, None]:
         settings = Settings.from_env(
             api_port=api_port, api_host=api_host, data_dir=data_dir, guest_key=guest_key
         )
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
+        metrics.configure(settings, fresh=True)  # this process owns the metrics directory, if any
         return run_standalone(settings, console)
 
     run_async(build)
@@ -59,13 +61,15 @@ def serve(
     role: str, nats_url: str | None, mongodb_uri: str | None, api_port: int | None, api_host: str | None
 ) -> None:
     """Run one role against the given NATS and MongoDB."""
+    from broker import metrics
     from squall.serve import run_role
 
     def build() -> Coroutine[Any, Any, None]:
         settings = Settings.from_env(
             nats_url=nats_url, mongodb_uri=mongodb_uri, api_port=api_port, api_host=api_host
         )
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
+        metrics.configure(settings)
         return run_role(role, settings, console)
 
     run_async(build)

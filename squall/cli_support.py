@@ -12,16 +12,19 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from broker.errors import SquallError
+from broker.log_context import json_handler
 
 console = Console(stderr=True, highlight=False)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Human-readable lines on the console, or JSON lines on stderr (`SQUALL_LOG_FORMAT=json`)."""
+    handler = (
+        json_handler()
+        if log_format == "json"
+        else RichHandler(console=console, show_path=False, rich_tracebacks=False)
     )
+    logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", handlers=[handler])
     # Client libraries log every request at INFO; that is noise in a server's log.
     for chatty in ("httpx", "httpcore", "nats", "pymongo"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -10,6 +10,7 @@ from api.app import create_app
 from api.context import app_state
 from api.gateway import InvokeGateway
 from api.server import ApiServer
+from broker import log_context
 from broker.activation_store import ActivationStore
 from broker.activation_upkeep import ActivationUpkeep, namespace_birth, namespace_retention
 from broker.bus import JetStreamBus
@@ -52,6 +53,7 @@ class Backbone:
 
 @contextlib.asynccontextmanager
 async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiServer]:
+    log_context.set_role("api")
     # The gateway, key cache and throttles outlive the server on both ends: no request may find them missing.
     async with (
         Throttles(backbone.bus, backbone.store, settings) as throttles,
@@ -81,6 +83,7 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
 async def invoker_role_for(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
     """The invoker: a container pool on the rootless Podman service, pulling from INVOKE; actions reach the
     API (`__OW_API_HOST`) at `settings.api_url`."""
+    log_context.set_role("invoker")
     async with invoker_role(settings, backbone.bus, backbone.store):
         yield
 
@@ -88,6 +91,7 @@ async def invoker_role_for(settings: Settings, backbone: Backbone) -> AsyncItera
 @contextlib.asynccontextmanager
 async def feeds_role(settings: Settings, backbone: Backbone) -> AsyncIterator[FeedsRole]:
     """The feeds: lifecycle calls of the catalog's feed actions, alarms, webhooks' and NATS subjects' fires."""
+    log_context.set_role("feeds")
     async with (
         Throttles(backbone.bus, backbone.store, settings) as throttles,
         FeedsRole(settings, backbone.bus, backbone.store, throttles) as feeds,
@@ -99,6 +103,7 @@ async def feeds_role(settings: Settings, backbone: Backbone) -> AsyncIterator[Fe
 async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[None]:
     """The rule engine (trigger events → invocations), the activation recorder (records → MongoDB) and the
     activation upkeep (retention)."""
+    log_context.set_role("broker")
     async with (
         ActivationRecorder(
             backbone.bus,

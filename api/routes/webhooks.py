@@ -21,8 +21,9 @@ from api.request_id import request_id_of
 from api.routes.fire import firing_of
 from api.routing import Operation, route
 from api.trace import traceparent_of
+from broker import metrics
 from broker.entities import validate_name
-from broker.errors import Conflict, NotFound
+from broker.errors import Conflict, NotFound, SquallError
 from broker.feed_registry import FeedRegistry
 from broker.firing import Fire
 from broker.trigger_events import fire_id
@@ -67,7 +68,13 @@ async def deliver_webhook(request: Request) -> Response:
         raise NotFound()
     config = WebhookConfig(**registration.config)
     headers = {name.lower(): value for name, value in request.headers.items()}
-    verified = verify(headers, body, config.secret, time.time(), scheme=config.scheme)  # 401 unless it holds
+    try:
+        verified = verify(
+            headers, body, config.secret, time.time(), scheme=config.scheme
+        )  # 401 unless it holds
+    except SquallError:
+        metrics.current().webhook_verifications_failed().inc()
+        raise
     if not registration.active:
         why = registration.reason.message if registration.reason is not None else "disabled"
         raise Conflict(f"The trigger's webhook feed is not active: {why}")
@@ -90,6 +97,7 @@ async def deliver_webhook(request: Request) -> Response:
         return Response(status_code=204)
     if key is not None:
         await deliveries.remember(namespace, trigger, key)
+    metrics.current().feed_fires("webhook").inc()
     return _accepted(activation_id)
 
 
