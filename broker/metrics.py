@@ -5,7 +5,7 @@ sharing one process count in memory; roles in separate processes on one host sha
 (`SQUALL_METRICS_DIR`, prometheus-client's multiprocess mode) from which whichever process serves `/metrics`
 (the API) adds everyone's up. Labels are bounded: statuses, kinds, reasons, streams; never an activation id, and
 the namespace only when `SQUALL_METRICS_NAMESPACES` asks for it (its series then grow with the tenants).
-With `SQUALL_METRICS=false` every metric is a no-op, so the cost of counting can be measured (bench/metrics.py).
+With `SQUALL_METRICS=false` every metric is a no-op, so the cost of counting can be measured (bench/observability.py).
 """
 
 from __future__ import annotations

@@ -312,7 +312,9 @@ async def test_a_sequence_chains_results_and_links_its_components(
         "path": f"{ns}/seq",
         "kind": "sequence",
         "limits": notes(record)["limits"],
+        "traceId": notes(record)["traceId"],  # a trace started for an invoke that came without one
     }
+    assert len(notes(record)["traceId"]) == 32
     assert notes(record)["limits"]["memory"] == 256
     assert len(record["logs"]) == 3
     components = [await stored(activation_store, ns, aid) for aid in record["logs"]]

@@ -99,3 +99,28 @@ def test_json_log_lines_carry_role_namespace_activation_and_trace() -> None:
     assert first["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736" and first["durationMs"] == 12
     assert first["odd"].startswith("<object")
     assert "activationId" not in second and second["role"] == "invoker"
+
+
+def test_the_grafana_dashboard_queries_only_metrics_that_exist() -> None:
+    import re
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+
+    m = metrics.Metrics()
+    m.fires_refused("throttled").inc()  # a labelled family shows its samples only once a child exists
+    exported = {family.name for family in m.registry.collect()}
+    exported |= {
+        "squall_stream_messages",
+        "squall_consumer_pending_messages",
+        "squall_consumer_ack_pending_messages",
+    }
+    assert generate_latest(m.registry)
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/squall-dashboard.json").read_text())
+    queried = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"squall_[a-z_]+", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported
