@@ -44,8 +44,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cl
     assert standalone.proc.returncode == 0, standalone.output()
 
 
-def scrape(api: httpx.Client) -> Samples:
-    r = httpx.get(f"{api.base_url}metrics", timeout=10)  # unauthenticated, as Prometheus scrapes
+def scrape(url: str) -> Samples:
+    r = httpx.get(f"{url}/metrics", timeout=10)  # unauthenticated, as Prometheus scrapes
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
     found: Samples = {}
     for family in text_string_to_metric_families(r.text):
@@ -64,7 +64,7 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 
 def test_metrics_move_by_exactly_the_work(running: tuple[httpx.Client, Standalone]) -> None:
-    api, _ = running
+    api, standalone = running
     put(api, "actions/m-echo", {"exec": {"kind": "python:3.11", "code": TRACED}})
     put(api, "triggers/m-t", {})
     put(api, "rules/m-r", {"trigger": "m-t", "action": "m-echo"})
@@ -72,7 +72,7 @@ def test_metrics_move_by_exactly_the_work(running: tuple[httpx.Client, Standalon
     # A first run, so that the measured ones find what they need (warm containers, queues) already there.
     assert api.post("/api/v1/namespaces/_/actions/m-echo", params={"blocking": "true"}).status_code == 200
 
-    before = scrape(api)
+    before = scrape(standalone.url)
     fired = [fire(api, "m-t", {"n": n}) for n in range(3)]
     assert [r.status_code for r in fired] == [202] * 3
     assert fire(api, "m-idle", {}).status_code == 204
@@ -85,9 +85,11 @@ def test_metrics_move_by_exactly_the_work(running: tuple[httpx.Client, Standalon
 
     # 3 trigger records + 3 rule runs + 2 invokes; the recorder writes them asynchronously.
     wait_for(
-        lambda: moved(before, scrape(api), "squall_activation_records_written_total") >= 8, 30, "the records"
+        lambda: moved(before, scrape(standalone.url), "squall_activation_records_written_total") >= 8,
+        30,
+        "the records",
     )
-    after = scrape(api)
+    after = scrape(standalone.url)
     assert moved(before, after, "squall_fires_accepted_total") == 3
     assert moved(before, after, "squall_fires_refused_total", reason="no_rule") == 1
     assert moved(before, after, "squall_fires_refused_total", reason="not_found") == 1
