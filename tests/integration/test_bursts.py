@@ -238,7 +238,7 @@ async def test_jetstream_holds_a_namespace_to_its_concurrency_across_invokers(
             return seen[-1]["running"] == 3 and seen[-1]["queued"] > 0
 
         await eventually(backlog_shown, 10, "the backlog in GET …/queue")
-        await eventually(lambda: _true(len(pool.runs) == 30), 30, "30 runs")
+        await eventually(lambda: _true(len(pool.runs) == 30), 90, "30 runs")
         queue = await bus.consumer(invoke_queue(settings, namespace, 3))
 
         async def drained() -> bool:
