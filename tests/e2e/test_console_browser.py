@@ -1,0 +1,366 @@
+"""The web console in a real browser (Debian's Chromium, headless, driven by Selenium through chromedriver)
+against a real `squall standalone` on rootless Podman: sign in, watch an invoked activation appear live, open
+it, see tenant markup rendered as text, redrive and delete dead letters, and the pictures of an action.
+Screenshots of each step are kept in the test's temporary directory (its path is printed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from broker.config import GUEST_KEY
+from tests.e2e.test_fire_standalone import record, rule_line, wait_for
+from tests.e2e.test_standalone import Standalone, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+GUEST_USER, _, GUEST_SECRET = GUEST_KEY.partition(":")
+# A cold start of the Python runtime on a shared two-core machine, with room to spare.
+RUN_DEADLINE_S = 60.0
+UI_DEADLINE_S = 20.0
+
+ECHO = (
+    "import sys\ndef main(args):\n    print('echo got', args.get('n'))\n    return {'echo': args.get('n')}\n"
+)
+MARKUP = (
+    "def main(args):\n"
+    "    print('<script>window.__xss = 2</script><img src=x onerror=\"window.__xss = 3\">')\n"
+    "    return {'html': '<img src=x onerror=\"window.__xss = 1\"><b>bold</b>'}\n"
+)
+FAILING = "def main(args):\n    raise RuntimeError('always broken')\n"
+FIXED = "def main(args):\n    return {'fixed': True, 'n': args.get('n')}\n"
+
+T = TypeVar("T")
+
+
+class Console:
+    """The browser on the console, with the waits and screenshots the tests use."""
+
+    def __init__(self, driver: WebDriver, url: str, shots: Path) -> None:
+        self.driver, self.url, self.shots = driver, url, shots
+
+    def until(self, condition: Callable[[WebDriver], T], what: str, deadline_s: float = UI_DEADLINE_S) -> T:
+        def probe(driver: WebDriver) -> T | bool:
+            try:
+                return condition(driver)
+            except StaleElementReferenceException:  # the view redrew between find and read
+                return False
+
+        waited: T = WebDriverWait(self.driver, deadline_s, poll_frequency=0.1).until(
+            probe, f"waiting for {what}"
+        )
+        return waited
+
+    def find(self, css: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def all(self, css: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def visible(self, css: str) -> WebElement:
+        return self.until(lambda d: next((e for e in self.all(css) if e.is_displayed()), False), css)
+
+    def go(self, hash_: str) -> None:
+        self.driver.execute_script("location.hash = arguments[0]", hash_)
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        assert self.driver.save_screenshot(str(path)), path
+        assert path.stat().st_size > 1000
+        return path
+
+    def session_storage(self) -> dict[str, str]:
+        found: dict[str, str] = self.driver.execute_script(
+            "return Object.fromEntries(Object.entries(sessionStorage))"
+        )
+        return found
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
+    workdir = tmp_path_factory.mktemp("console-standalone")
+    running = Standalone(workdir / "data", free_port(), workdir / "standalone.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+    assert running.proc.returncode == 0, running.output()
+    # The key travels in headers only: the server's log (access lines included) never shows the secret.
+    assert GUEST_SECRET not in running.output().split("Stop with Ctrl-C.", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def api(standalone: Standalone) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=standalone.url, auth=(GUEST_USER, GUEST_SECRET), timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("console-screenshots")
+    print(f"console screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def console(standalone: Standalone, shots: Path) -> Iterator[Console]:
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.fail("chromium and chromium-driver are missing: run scripts/setup-host.sh (make setup)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,1000")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The system's chromedriver, matching the system's Chromium: Selenium Manager downloads nothing.
+    service = Service(executable_path=driver_path, log_output=str(shots / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        driver.get(f"{standalone.url}/console")
+        yield Console(driver, standalone.url, shots)
+        (shots / "browser-console.json").write_text(json.dumps(driver.get_log("browser"), indent=1))
+    finally:
+        driver.quit()
+
+
+def put(api: httpx.Client, path: str, body: dict[str, Any], **query: str) -> None:
+    r = api.put(f"/api/v1/namespaces/_/{path}", json=body, params=query)
+    assert r.status_code == 200, r.text
+
+
+def signed_in(console: Console) -> None:
+    if console.find("#login").is_displayed():
+        console.find("#key").send_keys(GUEST_KEY)
+        console.find("#signin").click()
+    console.visible("#nav")
+
+
+# -- sign in, live feed, detail --------------------------------------------------------------------------
+
+
+def test_sign_in_refuses_a_wrong_key_then_keeps_the_key_in_the_tab_only(console: Console) -> None:
+    login = console.visible("#login")
+    console.find("#key").send_keys(f"{GUEST_USER}:not-the-secret")
+    console.find("#signin").click()
+    console.until(lambda d: "refused" in console.find("#login-error").text, "the refusal")
+    assert login.is_displayed() and not console.find("#nav").is_displayed()
+    console.shot("01-sign-in-refused")
+    console.find("#key").clear()
+    signed_in(console)
+    assert console.find("#who").text == "namespace guest"
+    assert console.session_storage() == {"squall.key": GUEST_KEY}
+    assert console.driver.execute_script("return localStorage.length") == 0
+    assert console.driver.get_cookies() == []
+    assert GUEST_SECRET not in console.driver.current_url
+    console.until(
+        lambda d: console.find("#live-state").get_attribute("data-state") == "live", "the live feed"
+    )
+    console.shot("02-signed-in")
+
+
+def test_an_invoked_activation_appears_live_and_opens_with_result_logs_and_timing(
+    console: Console, api: httpx.Client
+) -> None:
+    signed_in(console)
+    console.go("#/activations")
+    console.until(
+        lambda d: console.find("#live-state").get_attribute("data-state") == "live", "the live feed"
+    )
+    put(api, "actions/echo", {"exec": {"kind": "python:default", "code": ECHO}}, overwrite="true")
+    n = uuid.uuid4().hex[:8]
+    r = api.post("/api/v1/namespaces/_/actions/echo", json={"n": n})  # non-blocking: the feed tells the end
+    assert r.status_code == 202, r.text
+    aid = r.json()["activationId"]
+    row = console.until(
+        lambda d: next(iter(console.all(f'#feed tr[data-id="{aid}"]')), False),
+        f"activation {aid} in the live feed",
+        RUN_DEADLINE_S,
+    )
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:4] == ["action", "echo", "success"], cells
+    assert console.all("#throughput svg.throughput rect.ok"), "the throughput chart shows the run"
+    console.shot("03-live-feed")
+
+    row.click()
+    console.until(lambda d: console.find("#detail-id").text == aid, "the activation's detail")
+    assert json.loads(console.find("#result").text) == {"echo": n}
+    assert f"echo got {n}" in console.find("#logs").text
+    facts = console.find("#detail").text
+    assert "Duration" in facts and "Wait time" in facts and "Init time" in facts
+    assert "nothing caused it" in console.find("#chain").text
+    console.shot("04-activation-detail")
+
+
+def test_tenant_markup_in_results_and_logs_is_shown_as_text(console: Console, api: httpx.Client) -> None:
+    signed_in(console)
+    put(api, "actions/markup", {"exec": {"kind": "python:default", "code": MARKUP}}, overwrite="true")
+    r = api.post("/api/v1/namespaces/_/actions/markup", params={"blocking": "true"}, json={})
+    assert r.status_code == 200, r.text
+    aid = r.json()["activationId"]
+    record(api, aid)  # the logs are in the stored record
+    console.go(f"#/activation/{aid}")
+    console.until(lambda d: "<script>" in console.find("#logs").text, "the logs as text")
+    shown = json.loads(console.find("#result").text)
+    assert shown == {"html": '<img src=x onerror="window.__xss = 1"><b>bold</b>'}
+    assert console.all("#result img, #result b, #logs img, #logs script, #view script") == []
+    assert console.driver.execute_script("return window.__xss === undefined")
+    console.shot("05-markup-as-text")
+
+
+# -- dead letters ----------------------------------------------------------------------------------------
+
+
+def test_dead_letters_are_redriven_and_deleted_from_the_console(console: Console, api: httpx.Client) -> None:
+    signed_in(console)
+    put(api, "actions/shaky", {"exec": {"kind": "python:default", "code": FAILING}}, overwrite="true")
+    put(api, "triggers/shaky-t", {}, overwrite="true")
+    put(
+        api,
+        "rules/shaky-r",
+        {"trigger": "shaky-t", "action": "shaky", "retry": {"attempts": 2, "delayMs": 100}},
+        overwrite="true",
+    )
+    runs = []
+    for n in (1, 2):
+        r = api.post("/api/v1/namespaces/_/triggers/shaky-t", json={"n": n})
+        assert r.status_code == 202, r.text
+        runs.append(rule_line(record(api, r.json()["activationId"], RUN_DEADLINE_S))["activationId"])
+
+    def both_dead() -> bool:
+        listed = {letter["id"] for letter in api.get("/api/v1/namespaces/_/deadletters").json()}
+        return set(runs) <= listed
+
+    wait_for(both_dead, RUN_DEADLINE_S, "two dead letters")
+    put(api, "actions/shaky", {"exec": {"kind": "python:default", "code": FIXED}}, overwrite="true")
+
+    console.go("#/deadletters")
+    redrive_id, delete_id = runs
+    row = console.until(lambda d: next(iter(console.all(f'tr[data-id="{redrive_id}"]')), False), "the letter")
+    assert "always broken" in row.text and "shaky-r" in row.text
+    console.shot("06-dead-letters")
+
+    row.find_element(By.CSS_SELECTOR, "button.redrive").click()
+    link = console.until(lambda d: next(iter(console.all("a.redriven")), False), "the redrive's answer")
+    redriven = link.text
+    run = record(api, redriven, RUN_DEADLINE_S)
+    assert run["response"]["status"] == "success" and run["response"]["result"] == {"fixed": True, "n": 1}
+    assert api.get(f"/api/v1/namespaces/_/deadletters/{redrive_id}").status_code == 404
+    console.until(lambda d: not console.all(f'tr[data-id="{redrive_id}"]'), "the redriven letter to go")
+    console.shot("07-redriven")
+
+    remove = console.find(f'tr[data-id="{delete_id}"] button.delete')
+    remove.click()
+    assert api.get(f"/api/v1/namespaces/_/deadletters/{delete_id}").status_code == 200  # one click only asks
+    console.until(lambda d: remove.text == "Really delete?", "the delete confirmation")
+    remove.click()
+    console.until(lambda d: not console.all(f'tr[data-id="{delete_id}"]'), "the deleted letter to go")
+    assert api.get(f"/api/v1/namespaces/_/deadletters/{delete_id}").status_code == 404
+
+    # The redriven run's detail names its cause: the trigger fire.
+    console.go(f"#/activation/{redriven}")
+    console.until(lambda d: "trigger shaky-t" in console.find("#chain").text, "the cause chain")
+    console.shot("08-redriven-run-cause-chain")
+
+
+# -- entities, pictures, feeds, invokers -----------------------------------------------------------------
+
+
+def test_entities_show_success_and_latency_and_an_action_has_its_histogram(
+    console: Console, api: httpx.Client
+) -> None:
+    signed_in(console)
+    for n in range(3):
+        r = api.post("/api/v1/namespaces/_/actions/echo", params={"blocking": "true"}, json={"n": n})
+        assert r.status_code == 200, r.text
+
+    def stored() -> list[dict[str, Any]] | None:
+        r = api.get("/api/v1/namespaces/_/activations", params={"name": "echo", "limit": 200})
+        found: list[dict[str, Any]] = r.json()
+        return found if len(found) >= 4 else None
+
+    listed = wait_for(
+        stored, RUN_DEADLINE_S, "the four runs of echo stored"
+    )  # records are written after the answer
+    console.go("#/entities")
+    row = console.until(
+        lambda d: next((tr for tr in console.all("#actions tr") if tr.text.startswith("echo ")), False),
+        "the echo action",
+    )
+    assert "100 %" in row.text, row.text
+    assert "shaky-r" in console.find("#rules").text and "shaky-t" in console.find("#triggers").text
+    console.shot("09-entities")
+
+    row.find_element(By.LINK_TEXT, "echo").click()
+    bars = console.until(lambda d: console.all("#latency svg.histogram rect.bar"), "the latency histogram")
+    counted = sum(int(bar.get_attribute("data-count") or 0) for bar in bars)
+    assert counted == len(listed) == 4 and all("duration" in a for a in listed)
+    assert console.all("#action-throughput svg.throughput rect.ok")
+    console.shot("10-action-latency")
+
+
+def test_feeds_show_their_next_fire_and_invokers_their_pools(console: Console, api: httpx.Client) -> None:
+    signed_in(console)
+    put(api, "triggers/yearly", {}, overwrite="true")
+    r = api.post(
+        "/api/v1/namespaces/whisk.system/actions/alarms/alarm",
+        params={"blocking": "true"},
+        json={
+            "lifecycleEvent": "CREATE",
+            "triggerName": "/_/yearly",
+            "authKey": GUEST_KEY,
+            "cron": "0 0 1 1 *",
+        },
+    )
+    assert r.status_code == 200, r.text
+    console.go("#/feeds")
+    # The scheduler tells the next fire once it has planned it; the view refreshes itself meanwhile.
+    row = console.until(
+        lambda d: next(
+            (tr for tr in console.all("tr") if "/guest/yearly" in tr.text and "-01-01 " in tr.text), False
+        ),
+        "the alarm feed with its next fire",
+        RUN_DEADLINE_S,
+    )
+    assert "active" in row.text and "in " in row.text, row.text
+    console.shot("11-feeds")
+
+    console.go("#/invokers")
+    row = console.until(
+        lambda d: next((tr for tr in console.all("tr") if tr.text.startswith("invoker0/0")), False),
+        "an invoker",
+    )
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1] == "up" and cells[2].endswith(" MB") and "python" in cells[7].split(", "), cells
+    console.shot("12-invokers")
+
+
+def test_signing_out_forgets_the_key(console: Console) -> None:
+    signed_in(console)
+    console.find("#logout").click()
+    console.visible("#login")
+    assert console.session_storage() == {}
+    console.driver.refresh()
+    console.visible("#login")
+    errors = [
+        entry
+        for entry in console.driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "favicon" not in entry["message"]
+    ]
+    # The refused key of the first test is the one error the console may have logged (a 401 from the API).
+    assert all("401" in entry["message"] for entry in errors), errors
