@@ -6,6 +6,7 @@ import {h, millis, percent, relative, table} from './dom.js';
 import {byEntity, firesByTrigger, latencyHistogram, quantile, succeeded, throughput} from './stats.js';
 
 const RECENT = 200; // the API's largest page: "recent" means the namespace's last 200 runs
+const RULES_READ = 50;
 const NAME = /^[A-Za-z0-9_@.-][A-Za-z0-9_@. -]*(\/[A-Za-z0-9_@.-][A-Za-z0-9_@. -]*)?$/;
 
 function rate(stats) {
@@ -47,7 +48,12 @@ export function entitiesView(root) {
       return;
     }
     if (!alive) return;
-    const [actions, triggers, rules, packages, recent] = loaded;
+    const [actions, triggers, listedRules, packages, recent] = loaded;
+    // A listing carries no rule status (as in OpenWhisk): each rule is read, for the first RULES_READ of them.
+    const rules = await Promise.all(
+      listedRules.map((r, i) => (i < RULES_READ ? api(ns(`rules/${encodeURIComponent(r.name)}`)).catch(() => r) : r)),
+    );
+    if (!alive) return;
     const stats = byEntity(recent);
     const fires = firesByTrigger(recent);
     const qualified = (a) => {

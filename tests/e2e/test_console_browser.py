@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from broker.config import GUEST_KEY
 from tests.e2e.test_fire_standalone import record, rule_line, wait_for
@@ -278,6 +278,31 @@ def test_dead_letters_are_redriven_and_deleted_from_the_console(console: Console
     console.shot("08-redriven-run-cause-chain")
 
 
+def test_the_feed_filters_by_name_and_status(console: Console) -> None:
+    signed_in(console)
+    console.go("#/activations")
+    name = console.visible("#filters input[name=name]")
+    name.clear()
+    name.send_keys("shaky")
+    Select(console.find("#filters select[name=status]")).select_by_value("failed")
+    console.find("#filters button[type=submit]").click()
+
+    def failed_shaky_rows(_: WebDriver) -> list[list[str]] | bool:
+        rows = [
+            [td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in console.all("#feed tbody tr")
+        ]
+        # Four failed attempts of the two fires before the fix, replayed from the last quarter hour.
+        return rows if len(rows) == 4 else False
+
+    rows = console.until(failed_shaky_rows, "the failed runs of shaky")
+    assert all(r[2] == "shaky" and r[3] == "application error" for r in rows), rows
+    assert console.find("#live-state").get_attribute("data-state") == "live"
+    console.shot("09-feed-filtered")
+    Select(console.find("#filters select[name=status]")).select_by_value("")
+    name.clear()
+    console.find("#filters button[type=submit]").click()
+
+
 # -- entities, pictures, feeds, invokers -----------------------------------------------------------------
 
 
@@ -303,15 +328,17 @@ def test_entities_show_success_and_latency_and_an_action_has_its_histogram(
         "the echo action",
     )
     assert "100 %" in row.text, row.text
-    assert "shaky-r" in console.find("#rules").text and "shaky-t" in console.find("#triggers").text
-    console.shot("09-entities")
+    rule = [td.text for td in console.find("#rules tbody tr").find_elements(By.TAG_NAME, "td")]
+    assert rule[:4] == ["shaky-r", "shaky-t", "shaky", "active"], rule
+    assert "shaky-t" in console.find("#triggers").text
+    console.shot("10-entities")
 
     row.find_element(By.LINK_TEXT, "echo").click()
     bars = console.until(lambda d: console.all("#latency svg.histogram rect.bar"), "the latency histogram")
     counted = sum(int(bar.get_attribute("data-count") or 0) for bar in bars)
     assert counted == len(listed) == 4 and all("duration" in a for a in listed)
     assert console.all("#action-throughput svg.throughput rect.ok")
-    console.shot("10-action-latency")
+    console.shot("11-action-latency")
 
 
 def test_feeds_show_their_next_fire_and_invokers_their_pools(console: Console, api: httpx.Client) -> None:
@@ -338,7 +365,7 @@ def test_feeds_show_their_next_fire_and_invokers_their_pools(console: Console, a
         RUN_DEADLINE_S,
     )
     assert "active" in row.text and "in " in row.text, row.text
-    console.shot("11-feeds")
+    console.shot("12-feeds")
 
     console.go("#/invokers")
     row = console.until(
@@ -347,7 +374,7 @@ def test_feeds_show_their_next_fire_and_invokers_their_pools(console: Console, a
     )
     cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
     assert cells[1] == "up" and cells[2].endswith(" MB") and "python" in cells[7].split(", "), cells
-    console.shot("12-invokers")
+    console.shot("13-invokers")
 
 
 def test_signing_out_forgets_the_key(console: Console) -> None:
