@@ -223,6 +223,40 @@ def test_tenant_markup_in_results_and_logs_is_shown_as_text(console: Console, ap
     console.shot("05-markup-as-text")
 
 
+def test_the_pure_modules_parse_streams_and_bin_latencies(console: Console) -> None:
+    # stream.js and stats.js as the browser runs them, on inputs the live server rarely produces.
+    found = console.driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        Promise.all([import('/console/scripts/stream.js'), import('/console/scripts/stats.js')]).then(([st, stats]) => {
+          const first = st.parseEvents(': heartbeat\\r\\n\\r\\nid: 7\\r\\nevent: activation\\r\\ndata: {"a":1}\\r\\n\\r\\nid: 8\\nda');
+          const second = st.parseEvents(first.rest + 'ta: {"a":2}\\n\\n');
+          const bins = stats.latencyHistogram([0.5, 3, 3, 4, 120, 70000]);
+          done({
+            first: first.events, rest: first.rest, second: second.events,
+            q: [stats.quantile([5, 1, 4, 2, 3], 0.5), stats.quantile([5, 1, 4, 2, 3], 0.95), stats.quantile([], 0.5)],
+            bins: bins.map((b) => [b.label, b.count]),
+            buckets: stats.throughput(
+              [{start: 1000, annotations: [{key: 'kind', value: 'python:3.11'}], response: {success: true}},
+               {start: 1999, annotations: [{key: 'kind', value: 'python:3.11'}], response: {success: false, status: 'application error'}},
+               {start: 1500, annotations: [], response: {success: true}}],
+              2000, 2000, 2).map((b) => [b.ok, b.failed]),
+          });
+        }, (error) => done({error: String(error)}));
+        """
+    )
+    assert "error" not in found, found
+    assert found["first"] == [{"id": "7", "event": "activation", "data": '{"a":1}'}]
+    assert found["rest"] == "id: 8\nda"
+    assert found["second"] == [{"id": "8", "event": "message", "data": '{"a":2}'}]
+    assert found["q"] == [3, 5, None]
+    counts = dict(found["bins"])
+    assert counts["<1ms"] == 1 and counts["<5ms"] == 3 and counts["<200ms"] == 1 and counts["≥60s"] == 1
+    assert sum(counts.values()) == 6
+    # Trigger records (no `kind`) are not runs; the window's second half holds one success and one failure.
+    assert found["buckets"] == [[0, 0], [1, 1]]
+
+
 # -- dead letters ----------------------------------------------------------------------------------------
 
 
