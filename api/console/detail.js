@@ -47,14 +47,15 @@ async function causes(record) {
 }
 
 function timing(record) {
-  const facts = [
+  if (kindOf(record) === 'trigger') return [['Fired', `${when(record.start)} (${clock(record.start)})`]];
+  const init = annotation(record, 'initTime');
+  return [
     ['Started', `${when(record.start)} (${clock(record.start)})`],
     ['Ended', record.end ? `${when(record.end)} (${clock(record.end)})` : '—'],
     ['Duration', millis(record.duration)],
     ['Wait time', millis(annotation(record, 'waitTime'))],
-    ['Init time', annotation(record, 'initTime') !== undefined ? millis(annotation(record, 'initTime')) : 'warm (none)'],
+    ['Init time', init !== undefined ? millis(init) : 'none (a warm container)'],
   ];
-  return facts;
 }
 
 function facts(pairs) {
