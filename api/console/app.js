@@ -12,9 +12,18 @@ let dispose = () => {};
 
 const $ = (id) => document.getElementById(id);
 
+/** A name from the address bar; a malformed escape is shown as typed (and then refused as a name). */
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 const ROUTES = [
   [/^#\/activation\/([0-9a-f]{32})$/, (root, m) => detailView(root, {id: m[1]}), 'activations'],
-  [/^#\/action\/(.+)$/, (root, m) => actionView(root, {name: decodeURIComponent(m[1])}), 'entities'],
+  [/^#\/action\/(.+)$/, (root, m) => actionView(root, {name: decoded(m[1])}), 'entities'],
   [/^#\/entities$/, (root) => entitiesView(root), 'entities'],
   [/^#\/feeds$/, (root) => feedsView(root), 'feeds'],
   [/^#\/deadletters$/, (root) => deadLettersView(root), 'deadletters'],

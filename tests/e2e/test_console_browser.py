@@ -189,6 +189,15 @@ def test_sign_in_refuses_a_wrong_key_then_keeps_the_key_in_the_tab_only(console:
         lambda d: console.find("#live-state").get_attribute("data-state") == "live", "the live feed"
     )
     console.shot("02-signed-in")
+    timing = console.driver.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0];"
+        "const r = performance.getEntriesByType('resource').filter((e) => e.name.includes('/console/'));"
+        "return [n.domContentLoadedEventEnd, n.loadEventEnd, r.length, r.reduce((s, e) => s + e.transferSize, 0)];"
+    )
+    print(
+        "console page: DOMContentLoaded {:.0f} ms, load {:.0f} ms, {} assets, {} bytes moved".format(*timing)
+    )
+    assert timing[2] >= 10  # the style sheet and every module
 
 
 def test_an_invoked_activation_appears_live_and_opens_with_result_logs_and_timing(

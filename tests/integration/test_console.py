@@ -34,6 +34,9 @@ async def test_the_page_is_served_with_a_strict_policy(client: httpx.AsyncClient
     page = r.text
     assert re.findall(r"<script\b[^>]*>", page) == ['<script type="module" src="/console/scripts/app.js">']
     assert "<style" not in page and not re.search(r"\son[a-z]+=", page) and "style=" not in page
+    # Every module is preloaded with the page, so none waits for its importer to be parsed first.
+    preloaded = re.findall(r'<link rel="modulepreload" href="/console/scripts/([a-z]+\.js)">', page)
+    assert sorted([*preloaded, "app.js"]) == SCRIPTS
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
