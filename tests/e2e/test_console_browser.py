@@ -173,6 +173,8 @@ def signed_in(console: Console) -> None:
 
 def test_sign_in_refuses_a_wrong_key_then_keeps_the_key_in_the_tab_only(console: Console) -> None:
     login = console.visible("#login")
+    # Every URL the page asks for is kept, for the sign-out test to check that none carries the key.
+    console.driver.execute_script("performance.setResourceTimingBufferSize(100000)")
     console.find("#key").send_keys(f"{GUEST_USER}:not-the-secret")
     console.find("#signin").click()
     console.until(lambda d: "refused" in console.find("#login-error").text, "the refusal")
@@ -475,6 +477,11 @@ def test_feeds_show_their_next_fire_and_invokers_their_pools(console: Console, a
 
 def test_signing_out_forgets_the_key(console: Console) -> None:
     signed_in(console)
+    urls: list[str] = console.driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert any("/activations/stream?" in url for url in urls) and any("/deadletters" in url for url in urls)
+    assert not [url for url in urls if GUEST_SECRET in url or GUEST_USER in url]
     console.find("#logout").click()
     console.visible("#login")
     assert console.session_storage() == {}
