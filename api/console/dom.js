@@ -67,7 +67,9 @@ export function millis(ms) {
   if (ms === undefined || ms === null || Number.isNaN(ms)) return '—';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-  return `${(ms / 60000).toFixed(1)} min`;
+  if (ms < 3600000) return `${(ms / 60000).toFixed(1)} min`;
+  if (ms < 172800000) return `${(ms / 3600000).toFixed(1)} h`;
+  return `${(ms / 86400000).toFixed(1)} d`;
 }
 
 /** How far away an instant is: "in 12 s", "3 min ago". */
