@@ -14,6 +14,7 @@ from api.routes import (
     actions,
     activation_stream,
     activations,
+    console,
     deadletters,
     feeds,
     fire,
@@ -53,6 +54,7 @@ ROUTES: list[BaseRoute] = [
     *deadletters.routes,
     *web.routes,
     *openapi.routes,
+    *console.routes,
 ]
 
 

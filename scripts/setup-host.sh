@@ -5,7 +5,9 @@
 set -euo pipefail
 
 user="${1:-squall}"
-packages=(podman runc uidmap slirp4netns fuse-overlayfs debootstrap)
+# chromium + chromium-driver: the console's browser tests (tests/e2e/test_console_browser.py) drive the system's
+# browser through its matching driver, so nothing is downloaded at test time.
+packages=(podman runc uidmap slirp4netns fuse-overlayfs debootstrap chromium chromium-driver)
 # useradd, usermod and runuser live in sbin, which a non-login PATH may lack.
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

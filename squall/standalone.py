@@ -135,6 +135,7 @@ def print_banner(
     key = settings.guest_key if show_key else "<the key you were given>"
     lines = [
         f"[bold green]Squall standalone[/] is up in {boot_s:.1f} s: API at [bold]{api_url}/api/v1[/]",
+        f"  console:    {api_url}/console (sign in with the key below)",
         f"  data dir:   {settings.data_dir}",
         f"  NATS:       {redact(settings.nats_url)}",
         f"  MongoDB:    {settings.mongodb_uri}",
