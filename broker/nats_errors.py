@@ -26,7 +26,10 @@ STREAM_FULL = 10077
 
 
 def redact(url: str) -> str:
-    """A NATS URL fit for a log line or an error message: credentials removed."""
+    """A NATS URL (or a comma-separated list of them) fit for a log line or an error message: credentials
+    removed."""
+    if "," in url:
+        return ",".join(redact(part.strip()) for part in url.split(",") if part.strip())
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
