@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import NamedTuple
 
-import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
@@ -171,10 +170,6 @@ class ActivationTail:
             except TimeoutError:
                 if self._owed and loop.time() - self._pulled_at > _LOST_AFTER_S:
                     self._owed = 0  # the pull and its expiry notice were lost (a reconnection)
-                    # A pull to a consumer that is gone (it lived on a server that died) is never answered:
-                    # the reader must learn of it and open a new one, or it would wait forever.
-                    if not await self._consumer_exists():
-                        raise TailLost("activation stream consumer: lost with its server") from None
                 await self._pull()
                 continue
             if not msg.reply:
@@ -186,18 +181,6 @@ class ActivationTail:
                 continue
             await self._pull()
             return self._entry(msg)
-
-    async def _consumer_exists(self) -> bool:
-        """False only when the server says the consumer is gone (an unreachable one may still come back)."""
-        if self._name is None:
-            return False
-        try:
-            await self.bus.js.consumer_info(subjects.ACTIVATIONS_STREAM, self._name, timeout=2.0)
-        except nats.js.errors.NotFoundError:
-            return False
-        except Exception:
-            return True  # during an election nobody answers: try again next time
-        return True
 
     async def _wait(self, timeout_s: float) -> Msg:
         async with asyncio.timeout(timeout_s):

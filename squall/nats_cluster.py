@@ -18,10 +18,12 @@ from typing import Self
 
 import nats
 import nats.errors
+from nats.js.api import StorageType
 
 from squall.embedded import EmbeddedNats, free_port, write_private
 
 CLUSTER_NAME = "squall"
+PROBE_STREAM = "squall_quorum_probe"
 # How long the nodes may take to elect a JetStream meta leader once all of them answer.
 QUORUM_DEADLINE_S = 30.0
 
@@ -127,7 +129,7 @@ class NatsCluster:
         )
 
     async def wait_quorum(self, deadline_s: float = QUORUM_DEADLINE_S) -> None:
-        """Until JetStream answers account requests (a meta leader is elected and has every running node)."""
+        """Until JetStream places a stream on every running node (a meta leader is elected and has them all)."""
         deadline = time.monotonic() + deadline_s
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -140,7 +142,17 @@ class NatsCluster:
                 await asyncio.sleep(0.2)
                 continue
             try:
-                await nc.jetstream(timeout=1.0).account_info()
+                # A meta leader answers account requests before a restarted peer is back in the placement
+                # pool; a stream over every running node proves they all are.
+                js = nc.jetstream(timeout=2.0)
+                replicas = min(3, sum(node.running for node in self.nodes))
+                await js.add_stream(
+                    name=PROBE_STREAM,
+                    subjects=[PROBE_STREAM],
+                    num_replicas=replicas,
+                    storage=StorageType.MEMORY,
+                )
+                await js.delete_stream(PROBE_STREAM)
                 return
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 last = exc
