@@ -28,7 +28,7 @@ from nats.js.object_store import ObjectStore
 
 from broker import codec
 from broker.config import Settings
-from broker.errors import PayloadTooLarge, SquallError, Unavailable
+from broker.errors import BackboneUnavailable, PayloadTooLarge, SquallError, Unavailable
 from broker.jetstream_records import (
     ConsumerState,
     Outgoing,
@@ -551,7 +551,9 @@ class JetStreamBus:
     def _expire(self, token: str) -> None:
         fut, subject = self._acks.pop(token, (None, ""))
         if fut is not None and not fut.done():
-            fut.set_exception(Unavailable(f"publishing to {subject}: no acknowledgement from JetStream"))
+            fut.set_exception(
+                BackboneUnavailable(f"publishing to {subject}: no acknowledgement from JetStream")
+            )
 
     async def _on_ack(self, msg: Msg) -> None:
         fut, subject = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], (None, ""))
@@ -559,7 +561,11 @@ class JetStreamBus:
             return
         result: PubAck | SquallError
         if msg.headers and msg.headers.get("Status") == "503":
-            result = Unavailable(f"publishing to {subject}: no JetStream stream stores this subject")
+            # No responders: no stream stores the subject, or (in a cluster) its stream is electing a leader.
+            result = BackboneUnavailable(
+                f"publishing to {subject}: no JetStream stream answered (none stores this subject, or it is "
+                "electing a leader)"
+            )
         else:
             result = ack_result(msg.data, subject)
         if isinstance(result, PubAck):

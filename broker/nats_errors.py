@@ -9,13 +9,13 @@ import nats.errors
 import nats.js.errors
 
 from broker.errors import (
+    BackboneUnavailable,
     BadRequest,
     ConcurrentModification,
     InternalError,
     NotFound,
     SquallError,
     StorageFull,
-    Unavailable,
 )
 
 STREAM_EXISTS_DIFFERENTLY = 10058  # JSStreamNameExistErr: same name, other config
@@ -67,7 +67,7 @@ def translate(exc: BaseException, doing: str) -> SquallError:
             OSError,
         ),
     ):
-        return Unavailable(f"{doing}: NATS unavailable ({describe(exc)})")
+        return BackboneUnavailable(f"{doing}: NATS unavailable ({describe(exc)})")
     return InternalError(f"{doing}: {describe(exc)}")
 
 

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.bus import JetStreamBus
-from broker.errors import SquallError
+from broker.errors import BackboneUnavailable, SquallError
 from broker.periodic import Periodic
 from broker.topology import ConsumerSpec
 
@@ -328,7 +328,10 @@ class StreamWorker(Generic[T]):
         """Try again later; after the spec's last delivery, let the give-up hook record the failure, so that a
         message that cannot be processed neither loops forever nor vanishes unseen."""
         reason = reason_of(exc)
-        if self._give_up is None or delivery.deliveries < delivery.queue.spec.max_deliveries:
+        # NATS gone for a moment (a reconnection, a stream's election) is no fault of the message: it waits for
+        # the backbone however long that takes, instead of spending its deliveries and being given up on.
+        passing = isinstance(exc, BackboneUnavailable)
+        if self._give_up is None or passing or delivery.deliveries < delivery.queue.spec.max_deliveries:
             log.warning(
                 "%s: message %s not processed (%s); delivered again", self.name, _seq(delivery.msg), reason
             )
