@@ -60,8 +60,13 @@ class NatsNode(EmbeddedNats):
             f'server_name: "{self.name}"\n'
             f'listen: "{self.host}:{self.port}"\n'
             f"jetstream {{\n  {jetstream}\n}}\n"
-            f'cluster {{\n  name: "{CLUSTER_NAME}"\n  listen: "{self.host}:{self.route_port}"\n'
-            f"  routes: [{routes}]\n}}\n",
+            # A cluster of one is a plain server (JetStream refuses a cluster block without routes).
+            + (
+                f'cluster {{\n  name: "{CLUSTER_NAME}"\n  listen: "{self.host}:{self.route_port}"\n'
+                f"  routes: [{routes}]\n}}\n"
+                if routes
+                else ""
+            ),
         )
         return [executable, "-c", str(config), "--ports_file_dir", str(self.data_dir)]
 
