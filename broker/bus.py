@@ -28,7 +28,7 @@ from nats.js.object_store import ObjectStore
 
 from broker import codec
 from broker.config import Settings
-from broker.errors import PayloadTooLarge, SquallError, Unavailable
+from broker.errors import BackboneUnavailable, PayloadTooLarge, SquallError, Unavailable
 from broker.jetstream_records import (
     ConsumerState,
     Outgoing,
@@ -56,6 +56,10 @@ MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
 # listing many times a second does not pile up consumers.
 SCAN_CONSUMER_TTL_S = 5.0
 SCAN_BATCH = 256
+# How often an idle `follow` hears from its consumer. Its consumer lives on one server (R1, in memory): when
+# that server dies, nats-py notices two silent beats later and recreates it from the last sequence seen, on a
+# live server. Short, so a KV watch is blind for ~2 s rather than nats-py's default ~10 s.
+FOLLOW_HEARTBEAT_S = 1.0
 CONSUMER_LIST_PAGE = 256  # the server's page size when listing consumers
 # What a shrunk record must leave free of the limit for the message's headers (msg id, reply subject).
 HEADROOM_BYTES = 512
@@ -105,9 +109,10 @@ class JetStreamBus:
             raise Unavailable("no NATS URL configured (SQUALL_NATS_URL)")
         try:
             # Fail fast at boot so a wrong URL is one clear line. nats-py retries inside its server
-            # selection whatever allow_reconnect says; 1 is its smallest finite budget (0 = forever).
+            # selection whatever allow_reconnect says; 1 is its smallest finite budget (0 = forever). With a
+            # cluster's several URLs, each is tried in turn: one server down at boot is not a failure.
             nc = await nats.connect(
-                self.url,
+                self.settings.nats_servers,
                 name=self.name,
                 connect_timeout=self.connect_timeout,
                 max_reconnect_attempts=1,
@@ -367,7 +372,8 @@ class JetStreamBus:
     ) -> Subscription:
         """The newest message of every subject matching `subjects_filter`, then every new one as it is stored,
         in stream order, to `cb` (a KV bucket's current entries, then its changes): an ordered consumer,
-        which nats-py recreates from the last sequence seen after a gap or a reconnection. A message's
+        which nats-py recreates from the last sequence seen after a gap, a reconnection or the loss of the
+        server it lived on (missed heartbeats, `FOLLOW_HEARTBEAT_S`). A message's
         `metadata.num_pending` is 0 once the backlog is delivered. Unsubscribe to stop."""
         try:
             return await self.js.subscribe(
@@ -375,6 +381,7 @@ class JetStreamBus:
                 stream=stream,
                 cb=cb,
                 ordered_consumer=True,
+                idle_heartbeat=FOLLOW_HEARTBEAT_S,
                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
                 inactive_threshold=SCAN_CONSUMER_TTL_S,
             )
@@ -544,7 +551,9 @@ class JetStreamBus:
     def _expire(self, token: str) -> None:
         fut, subject = self._acks.pop(token, (None, ""))
         if fut is not None and not fut.done():
-            fut.set_exception(Unavailable(f"publishing to {subject}: no acknowledgement from JetStream"))
+            fut.set_exception(
+                BackboneUnavailable(f"publishing to {subject}: no acknowledgement from JetStream")
+            )
 
     async def _on_ack(self, msg: Msg) -> None:
         fut, subject = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], (None, ""))
@@ -552,7 +561,11 @@ class JetStreamBus:
             return
         result: PubAck | SquallError
         if msg.headers and msg.headers.get("Status") == "503":
-            result = Unavailable(f"publishing to {subject}: no JetStream stream stores this subject")
+            # No responders: no stream stores the subject, or (in a cluster) its stream is electing a leader.
+            result = BackboneUnavailable(
+                f"publishing to {subject}: no JetStream stream answered (none stores this subject, or it is "
+                "electing a leader)"
+            )
         else:
             result = ack_result(msg.data, subject)
         if isinstance(result, PubAck):

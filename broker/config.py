@@ -34,7 +34,9 @@ SYSTEM_NAMESPACE = "whisk.system"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a role needs to know about its surroundings."""
 
-    # Where the backbone lives. Empty means "start an embedded one" in standalone mode.
+    # Where the backbone lives. Empty means "start an embedded one" in standalone mode. A NATS cluster is given
+    # as several comma-separated URLs (`nats://a:4222,nats://b:4222`): the client connects to one of them and,
+    # should it die, reconnects to another (and learns the rest of the cluster from the servers themselves).
     nats_url: str = ""
     mongodb_uri: str = ""
     mongodb_database: str = "squall"
@@ -215,6 +217,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"http://{self.api_host}:{self.api_port}"
 
     @property
+    def nats_servers(self) -> list[str]:
+        """`nats_url` as the list of servers it names (one, or a cluster's several)."""
+        return nats_servers(self.nats_url)
+
+    @property
     def webhook_url(self) -> str:
         """Where webhook senders reach the API."""
         return self.webhook_base_url.rstrip("/") or self.api_url
@@ -222,6 +229,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def with_backbone(self, nats_url: str, mongodb_uri: str) -> Settings:
         """The same settings pointing at the servers actually in use (e.g. embedded ones)."""
         return msgspec.structs.replace(self, nats_url=nats_url, mongodb_uri=mongodb_uri)
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of a comma-separated NATS URL list, blanks dropped."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def _decode_path(type_: type, value: object) -> object:

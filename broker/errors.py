@@ -65,6 +65,11 @@ class Unavailable(SquallError):
     )
 
 
+class BackboneUnavailable(Unavailable):
+    """NATS cannot be reached or has no leader for a stream right now (a reconnection, an election): passing,
+    and no fault of the message being handled, so it never counts toward a handler's give-up."""
+
+
 class StorageFull(Unavailable):
     """A stream, bucket or object store reached its byte bound and refuses new messages (discard-new)."""
 

@@ -9,13 +9,13 @@ import nats.errors
 import nats.js.errors
 
 from broker.errors import (
+    BackboneUnavailable,
     BadRequest,
     ConcurrentModification,
     InternalError,
     NotFound,
     SquallError,
     StorageFull,
-    Unavailable,
 )
 
 STREAM_EXISTS_DIFFERENTLY = 10058  # JSStreamNameExistErr: same name, other config
@@ -26,7 +26,10 @@ STREAM_FULL = 10077
 
 
 def redact(url: str) -> str:
-    """A NATS URL fit for a log line or an error message: credentials removed."""
+    """A NATS URL (or a comma-separated list of them) fit for a log line or an error message: credentials
+    removed."""
+    if "," in url:
+        return ",".join(redact(part.strip()) for part in url.split(",") if part.strip())
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
@@ -64,7 +67,7 @@ def translate(exc: BaseException, doing: str) -> SquallError:
             OSError,
         ),
     ):
-        return Unavailable(f"{doing}: NATS unavailable ({describe(exc)})")
+        return BackboneUnavailable(f"{doing}: NATS unavailable ({describe(exc)})")
     return InternalError(f"{doing}: {describe(exc)}")
 
 

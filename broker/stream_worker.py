@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.bus import JetStreamBus
-from broker.errors import SquallError
+from broker.errors import BackboneUnavailable, SquallError
 from broker.periodic import Periodic
 from broker.topology import ConsumerSpec
 
@@ -59,6 +59,9 @@ class Queue:
     sub: Subscription | None = None  # JetStream delivers with the stored subject: routed by subscription
     pending: int = 0  # messages asked for in pull requests and not yet delivered or expired
     last_pull: float = 0.0
+    # The connection's reconnect count when the open pulls were sent: pulls sent before a reconnection (to
+    # another server, perhaps) are gone, whatever `pending` says.
+    reconnects: int = 0
     in_flight: int = 0  # delivered and not done
 
 
@@ -221,7 +224,10 @@ class StreamWorker(Generic[T]):
         if self._stopping or self._queues.get(queue.spec.durable) is not queue:
             return
         now = time.monotonic()
-        if queue.pending > 0 and now - queue.last_pull > PULL_EXPIRES_S + 2.0:
+        reconnects = self.bus.reconnects
+        if queue.pending > 0 and (
+            reconnects != queue.reconnects or now - queue.last_pull > PULL_EXPIRES_S + 2.0
+        ):
             queue.pending = 0  # their expiry notices were lost (e.g. a reconnect): they are gone
         capacity = self.capacity
         free = capacity - queue.in_flight - queue.pending
@@ -229,6 +235,7 @@ class StreamWorker(Generic[T]):
             return
         queue.pending += free
         queue.last_pull = now
+        queue.reconnects = reconnects
         try:
             await self.bus.pull(queue.spec, queue.inbox, free, PULL_EXPIRES_S)
         except Exception as exc:
@@ -321,7 +328,10 @@ class StreamWorker(Generic[T]):
         """Try again later; after the spec's last delivery, let the give-up hook record the failure, so that a
         message that cannot be processed neither loops forever nor vanishes unseen."""
         reason = reason_of(exc)
-        if self._give_up is None or delivery.deliveries < delivery.queue.spec.max_deliveries:
+        # NATS gone for a moment (a reconnection, a stream's election) is no fault of the message: it waits for
+        # the backbone however long that takes, instead of spending its deliveries and being given up on.
+        passing = isinstance(exc, BackboneUnavailable)
+        if self._give_up is None or passing or delivery.deliveries < delivery.queue.spec.max_deliveries:
             log.warning(
                 "%s: message %s not processed (%s); delivered again", self.name, _seq(delivery.msg), reason
             )

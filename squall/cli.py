@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from broker.config import Settings
 from broker.errors import SquallError
@@ -89,6 +90,32 @@ def images_ensure() -> None:
         ensure_images(Settings.from_env())
     except SquallError as exc:
         fail(exc)
+
+
+@main.group()
+def cluster() -> None:
+    """A NATS cluster and every role as separate processes, on this machine."""
+
+
+@cluster.command("up")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Default ~/.squall/cluster.")
+@click.option("--nats", "nats_nodes", type=int, default=3, show_default=True, help="nats-server nodes.")
+@click.option("--apis", type=int, default=2, show_default=True)
+@click.option("--brokers", type=int, default=2, show_default=True)
+@click.option("--invokers", type=int, default=2, show_default=True)
+@click.option("--feeds", type=int, default=2, show_default=True)
+def cluster_up(data_dir: Path | None, nats_nodes: int, **counts: int) -> None:
+    """Three clustered nats-servers (JetStream R3) and 2 API + 2 broker + 2 invoker + 2 feeds processes."""
+    from squall.cluster import run_cluster
+
+    def build() -> Coroutine[Any, Any, None]:
+        settings = Settings.from_env(data_dir=data_dir)
+        if data_dir is None:
+            settings = msgspec.structs.replace(settings, data_dir=settings.data_dir / "cluster")
+        configure_logging(settings.log_level)
+        return run_cluster(settings, console, nats_nodes=nats_nodes, **counts)
+
+    run_async(build)
 
 
 main.add_command(admin_group, "admin")

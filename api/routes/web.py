@@ -72,6 +72,12 @@ def cors_headers(request: Request) -> dict[str, str]:
     }
 
 
+# A tenant's page is served from the API's own origin: sandboxed into an origin of its own, its scripts cannot
+# read what the API's origin keeps (the console's key in session storage) nor call the API as the signed-in user.
+# Everything else a page does (scripts, forms, pop-ups, downloads) stays allowed. An action may set its own policy.
+SANDBOX: Final = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+
+
 async def web_action(request: Request) -> Response:
     # CORS headers go on every answer, errors included, unless the action answers CORS itself.
     cors = cors_headers(request)
@@ -80,6 +86,8 @@ async def web_action(request: Request) -> Response:
     except SquallError as exc:
         response = error_response(request, status_of(exc), exc.message)
     response.headers.update(cors)
+    if "content-security-policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = SANDBOX
     return response
 
 

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from broker.bus import JetStreamBus, Outgoing
+from broker.errors import BackboneUnavailable
 from broker.stream_worker import Delivery, Retry, StreamWorker
 from broker.topology import ConsumerSpec, StreamSpec
 from tests.conditions import eventually
@@ -130,3 +131,26 @@ async def test_drain_gives_an_unfinished_message_back_at_once(bus: JetStreamBus,
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_nats_unavailable_for_a_while_never_makes_a_handler_give_up(
+    bus: JetStreamBus, spec: ConsumerSpec
+) -> None:
+    """A stream electing a leader refuses publishes for seconds: the messages wait for it, not for the give-up."""
+    deliveries: list[int] = []
+    given_up: list[int] = []
+
+    async def handle(delivery: Delivery[Item]) -> None:
+        deliveries.append(delivery.deliveries)
+        if delivery.deliveries <= 3:  # past the spec's max_deliveries of 2
+            raise BackboneUnavailable("publishing to x: no JetStream stream answered")
+
+    async def give_up(delivery: Delivery[Item], exc: Exception) -> None:
+        given_up.append(delivery.deliveries)
+
+    async with StreamWorker(bus, spec, decode, handle=handle, give_up=give_up) as worker:
+        await publish(bus, spec, msgspec.json.encode(Item(1)))
+        await eventually(
+            lambda: _true(worker.handled == 1), what="the message once NATS is back", deadline_s=15
+        )
+    assert deliveries == [1, 2, 3, 4] and given_up == []

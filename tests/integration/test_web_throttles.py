@@ -149,3 +149,5 @@ async def test_a_missing_web_action_is_404_with_cors_for_any_method(
         r = await anonymous.request(method, "/api/v1/web/nobody/default/nothing.json")
         assert r.status_code == 404 and r.json()["error"] == "The requested resource does not exist."
         assert r.headers["access-control-allow-methods"] == "OPTIONS, GET, DELETE, POST, PUT, HEAD, PATCH"
+        # Served from the API's origin, a web answer is sandboxed into an origin of its own (the console's key).
+        assert r.headers["content-security-policy"].startswith("sandbox allow-scripts")
