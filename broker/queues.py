@@ -91,10 +91,25 @@ class NamespaceQueues:
     async def ensure(self, namespace: str) -> None:
         if namespace in self._known:
             return
-        await self.bus.provision_consumer(await self.spec(namespace))
+        spec = await self.spec(namespace)
+        await self.bus.provision_consumer(spec)
+        if self.settings.replicas > 1:
+            await self._wait_running(spec)
         if len(self._known) >= MAX_KNOWN:
             self._known.clear()
         self._known.add(namespace)
+
+    async def _wait_running(self, spec: ConsumerSpec) -> None:
+        """On a cluster, a create may be answered (e.g. "exists" to a second creator) before the consumer's own
+        leader has fixed where a new-messages queue starts; a message published before that would be skipped.
+        Its leader answers an info request only once it runs, so the first publish waits for that."""
+        for _ in range(100):
+            try:
+                await self.bus.consumer(spec)
+                return
+            except SquallError:  # not found yet, or no answer
+                await asyncio.sleep(0.05)
+        log.warning("queue %s on %s did not answer within 5 s", spec.durable, spec.stream)
 
     async def existing(self) -> list[ConsumerSpec]:
         """Every queue of the stream, as it should be (for a reader to follow)."""
