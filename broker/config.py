@@ -167,6 +167,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # dir's `invocation.secret` (made once, mode 0600). Empty: no key is passed to actions at all.
     invocation_secret: str = ""
 
+    # An OpenTelemetry collector's OTLP/HTTP address (e.g. http://127.0.0.1:4318): the broker role then exports
+    # every traced activation record as a span (broker/otlp_export.py). Empty: no export, no SDK loaded.
+    otlp_endpoint: str = ""
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"

@@ -17,6 +17,7 @@ from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.key_cache import KeyCache
+from broker.otlp_export import OtlpExporter
 from broker.queues import InvokeQueues
 from broker.recorder import ActivationRecorder
 from broker.rule_engine import RuleEngine
@@ -125,5 +126,10 @@ async def broker_role(settings: Settings, backbone: Backbone) -> AsyncIterator[N
             schedule=throttles.book_event_run,
             queues=InvokeQueues(backbone.bus, settings, throttles.concurrency_of),
         ),
+        contextlib.AsyncExitStack() as optional,
     ):
+        if settings.otlp_endpoint:
+            await optional.enter_async_context(
+                OtlpExporter(backbone.bus, settings.otlp_endpoint, drain_timeout_s=settings.drain_timeout_s)
+            )
         yield
