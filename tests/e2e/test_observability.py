@@ -5,6 +5,7 @@ metrics in a multiprocess directory and JSON logs: `/metrics` moves by exactly t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,12 @@ def test_metrics_move_by_exactly_the_work(running: tuple[httpx.Client, Standalon
     for stream in ("TRIGGERS", "INVOKE", "ACTIVATIONS", "DEADLETTER"):
         assert ("squall_stream_messages", (("stream", stream),)) in after
     assert after[("squall_consumer_pending_messages", (("stream", "INVOKE"),))] == 0
-    # The pool's gauges come from the invoker's heartbeat: its containers, in some state.
-    pool = sum(v for (name, _), v in after.items() if name == "squall_pool_containers")
+    # The pool's gauges come from the invoker's heartbeat (each second): its containers, in some state.
+    deadline = time.monotonic() + 10
+    while (pool := sum(v for (n, _), v in after.items() if n == "squall_pool_containers")) < 1:
+        assert time.monotonic() < deadline, "no pool container reported by the invoker's heartbeat"
+        time.sleep(0.2)
+        after = scrape(standalone.url)
     assert pool >= 1
     # No series names an activation.
     assert not any(aid in str(series) for (_, series) in after for aid in runs)
