@@ -33,15 +33,49 @@ def main() -> None:
 @click.option(
     "--guest-key", default=None, help="Key of the `guest` namespace (default: OpenWhisk's dev key)."
 )
+@click.option(
+    "--api-workers", type=click.IntRange(min=0), default=None, help="API processes (default: one per core)."
+)
+@click.option(
+    "--brokers", type=click.IntRange(min=0), default=None, help="Broker processes (default: one per 2 cores)."
+)
+@click.option("--invokers", type=click.IntRange(min=0), default=None, help="Invoker processes (default 1).")
+@click.option(
+    "--feeds", "feeds_workers", type=click.IntRange(min=0), default=None, help="Feeds processes (default 1)."
+)
+@click.option(
+    "--single-process",
+    is_flag=True,
+    default=None,
+    help="Run every role in this one process (for debugging and profiling).",
+)
 def standalone(
-    api_port: int | None, api_host: str | None, data_dir: Path | None, guest_key: str | None
+    *,
+    api_port: int | None,
+    api_host: str | None,
+    data_dir: Path | None,
+    guest_key: str | None,
+    api_workers: int | None,
+    brokers: int | None,
+    invokers: int | None,
+    feeds_workers: int | None,
+    single_process: bool | None,
 ) -> None:
-    """Run every role in one process, with embedded NATS and MongoDB unless SQUALL_NATS_URL/SQUALL_MONGODB_URI are set."""
+    """Run every role, each in processes of its own (or all in one with --single-process), with embedded NATS
+    and MongoDB unless SQUALL_NATS_URL/SQUALL_MONGODB_URI are set."""
     from squall.standalone import run_standalone
 
     def build() -> Coroutine[Any, Any, None]:
         settings = Settings.from_env(
-            api_port=api_port, api_host=api_host, data_dir=data_dir, guest_key=guest_key
+            api_port=api_port,
+            api_host=api_host,
+            data_dir=data_dir,
+            guest_key=guest_key,
+            api_workers=api_workers,
+            brokers=brokers,
+            invokers=invokers,
+            feeds_workers=feeds_workers,
+            single_process=single_process or None,
         )
         configure_logging(settings.log_level)
         return run_standalone(settings, console)

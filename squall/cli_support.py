@@ -16,10 +16,11 @@ from broker.errors import SquallError
 console = Console(stderr=True, highlight=False)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, prefix: str = "") -> None:
+    """Logs to the console; `prefix` names the process in a supervisor's shared output ("broker.1 ")."""
     logging.basicConfig(
         level=level.upper(),
-        format="%(name)s: %(message)s",
+        format=prefix + "%(name)s: %(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
     # Client libraries log every request at INFO; that is noise in a server's log.
@@ -32,10 +33,26 @@ def fail(exc: SquallError) -> None:
     sys.exit(1)
 
 
-def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a coroutine; Squall's own errors become one clear line and exit status 1, never a traceback."""
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `Settings.event_loop` names: uvloop's where it is installed, else asyncio's (None)."""
+    if name != "uvloop":
+        return None
     try:
-        asyncio.run(main())
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(
+    main: Callable[[], Coroutine[Any, Any, None]],
+    loop: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> None:
+    """Run a coroutine (on the loop `loop` makes, asyncio's by default); Squall's own errors become one clear
+    line and exit status 1, never a traceback."""
+    try:
+        with asyncio.Runner(loop_factory=loop) as runner:
+            runner.run(main())
     except SquallError as exc:
         fail(exc)
     except (KeyboardInterrupt, asyncio.CancelledError):

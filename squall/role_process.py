@@ -1,0 +1,57 @@
+"""One role process of a supervised standalone: `python -m squall.role_process ROLE NAME [--listen-fd N]`.
+
+Started by squall/supervisor.py only. Its settings come whole from the environment (`Settings.to_env`), secrets
+included; it writes one line, `ready`, to its stdout once its role serves, then its stdout joins its stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from broker.config import Settings
+from broker.errors import SquallError
+from squall.cli_support import configure_logging, console, fail, loop_factory, run_async
+from squall.roles import ROLES
+
+READY = b"ready\n"
+
+
+def announce_ready() -> None:
+    """Tell the supervisor the role serves, then send whatever else reaches stdout to stderr: nobody reads the
+    pipe after this line, and a full pipe would block the process."""
+    os.write(1, READY)
+    os.dup2(2, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="squall.role_process")
+    parser.add_argument("role", choices=ROLES)
+    parser.add_argument("name", help="how the supervisor calls this process in logs, e.g. broker.1")
+    parser.add_argument("--listen-fd", type=int, default=None, help="the API's shared listening socket")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SquallError as exc:
+        fail(exc)
+        return
+    configure_logging(settings.log_level, prefix=f"{args.name} ")
+    listener = None
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+        listener.setblocking(False)
+
+    from squall.serve import run_role
+
+    run_async(
+        lambda: run_role(
+            args.role, settings, console, listener=listener, catalog=False, on_ready=announce_ready
+        ),
+        loop_factory(settings.event_loop),
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
