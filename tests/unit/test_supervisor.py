@@ -3,6 +3,7 @@ handed down to role processes."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_restart_delay_doubles_up_to_its_cap() -> None:
     delays = [restart_delay(n) for n in range(1, 10)]
     assert delays[0] == RESTART_FIRST_S
     assert delays[1] == 2 * RESTART_FIRST_S
-    assert all(b >= a for a, b in zip(delays, delays[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(delays))
     assert max(delays) == RESTART_MAX_S
     assert restart_delay(0) == RESTART_FIRST_S
 
