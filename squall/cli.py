@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import click
 
 from broker.config import Settings
 from broker.errors import SquallError
 from squall.admin_cli import admin_group
-from squall.cli_support import configure_logging, console, fail, run_async
+from squall.cli_support import configure_logging, console, fail, loop_factory, run_async
 from squall.client.commands import add_client_commands
 from squall.client.session import global_options
 
@@ -65,7 +63,7 @@ def standalone(
     and MongoDB unless SQUALL_NATS_URL/SQUALL_MONGODB_URI are set."""
     from squall.standalone import run_standalone
 
-    def build() -> Coroutine[Any, Any, None]:
+    try:
         settings = Settings.from_env(
             api_port=api_port,
             api_host=api_host,
@@ -77,10 +75,13 @@ def standalone(
             feeds_workers=feeds_workers,
             single_process=single_process or None,
         )
-        configure_logging(settings.log_level)
-        return run_standalone(settings, console)
-
-    run_async(build)
+    except SquallError as exc:
+        fail(exc)
+    configure_logging(settings.log_level)
+    # The supervisor itself only starts and watches processes: its loop is asyncio's, whose child watcher
+    # and `preexec_fn` the embedded servers rely on; with --single-process every role runs on the chosen one.
+    loop = loop_factory(settings.event_loop) if settings.single_process else None
+    run_async(lambda: run_standalone(settings, console), loop)
 
 
 @main.command()
@@ -95,14 +96,14 @@ def serve(
     """Run one role against the given NATS and MongoDB."""
     from squall.serve import run_role
 
-    def build() -> Coroutine[Any, Any, None]:
+    try:
         settings = Settings.from_env(
             nats_url=nats_url, mongodb_uri=mongodb_uri, api_port=api_port, api_host=api_host
         )
-        configure_logging(settings.log_level)
-        return run_role(role, settings, console)
-
-    run_async(build)
+    except SquallError as exc:
+        fail(exc)
+    configure_logging(settings.log_level)
+    run_async(lambda: run_role(role, settings, console), loop_factory(settings.event_loop))
 
 
 @main.group()

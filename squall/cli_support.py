@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -28,7 +28,7 @@ def configure_logging(level: str, prefix: str = "") -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def fail(exc: SquallError) -> None:
+def fail(exc: SquallError) -> NoReturn:
     console.print(f"[bold red]squall:[/] {exc.message}")
     sys.exit(1)
 

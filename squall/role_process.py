@@ -36,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
     except SquallError as exc:
         fail(exc)
-        return
     configure_logging(settings.log_level, prefix=f"{args.name} ")
     listener = None
     if args.listen_fd is not None:
