@@ -110,12 +110,15 @@ class RoleProcess:
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), READY_DEADLINE_S)
         except TimeoutError:
-            line = b""
-        if line != b"ready\n":
             await self.kill()
             raise Unavailable(
-                f"the {self.name} role process ({describe_exit(proc.returncode or 0)}) did not start"
-            )
+                f"the {self.name} role process did not start in {READY_DEADLINE_S:.0f} s"
+            ) from None
+        if line != b"ready\n":
+            if line:
+                await self.kill()  # something else came first: not a role process we can trust to serve
+            code = await proc.wait()  # without the line, its stdout closed: it is ending
+            raise Unavailable(f"the {self.name} role process ended during start-up ({describe_exit(code)})")
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
