@@ -1,12 +1,14 @@
 """One role process of a supervised standalone: `python -m squall.role_process ROLE NAME [--listen-fd N]`.
 
 Started by squall/supervisor.py only. Its settings come whole from the environment (`Settings.to_env`), secrets
-included; it writes one line, `ready`, to its stdout once its role serves, then its stdout joins its stderr.
+included. Once connected it waits for one line on its stdin, `go` (the end of stdin instead: it stops), then
+writes one line, `ready`, to its stdout once its role serves; after that its stdout joins its stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import sys
@@ -17,6 +19,18 @@ from squall.cli_support import configure_logging, console, fail, loop_factory, r
 from squall.roles import ROLES
 
 READY = b"ready\n"
+GO = b"go\n"
+
+
+async def wait_for_go() -> bool:
+    """True once the supervisor says `go`; False when it closed our stdin (it is stopping, or gone)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        return await reader.readline() == GO
+    finally:
+        transport.close()
 
 
 def announce_ready() -> None:
@@ -46,7 +60,13 @@ def main(argv: list[str] | None = None) -> None:
 
     run_async(
         lambda: run_role(
-            args.role, settings, console, listener=listener, catalog=False, on_ready=announce_ready
+            args.role,
+            settings,
+            console,
+            listener=listener,
+            catalog=False,
+            on_ready=announce_ready,
+            gate=wait_for_go,
         ),
         loop_factory(settings.event_loop),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from rich.console import Console
 
@@ -25,10 +25,11 @@ async def run_role(
     listener: socket.socket | None = None,
     catalog: bool = True,
     on_ready: Callable[[], None] | None = None,
+    gate: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
     """Run `role` until SIGINT/SIGTERM. A supervisor (squall/supervisor.py) passes the API's `listener`, leaves
-    the catalog to itself (`catalog=False`: it installed it once, before starting any role), and is told when
-    the role serves (`on_ready`)."""
+    the catalog to itself (`catalog=False`: it installed it once, before starting any role), lets the role
+    serve once it is connected (`gate`: False means stop instead) and is told when it serves (`on_ready`)."""
     if not settings.nats_url or not settings.mongodb_uri:
         raise BadRequest(
             "`squall serve` needs --nats-url and --mongodb-uri (or SQUALL_NATS_URL/SQUALL_MONGODB_URI)"
@@ -38,6 +39,8 @@ async def run_role(
     stop = stop_event()
     async with contextlib.AsyncExitStack() as stack:
         backbone = await stack.enter_async_context(roles.Backbone(settings))
+        if gate is not None and not await gate():
+            return
         if role == "api":
             api = await stack.enter_async_context(roles.api_role(settings, backbone, listener=listener))
             console.print(f"[bold]squall:[/] api role serving {api.url}/api/v1")

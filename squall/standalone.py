@@ -110,10 +110,12 @@ async def run_supervised(settings: Settings, console: Console) -> None:
             settings = msgspec.structs.replace(settings, api_port=listener.getsockname()[1])
             async with contextlib.AsyncExitStack() as stack:
                 settings = await start_services(stack, settings)
+                # The role processes get ready while this one seeds the guest and installs the catalog.
+                supervisor = await stack.enter_async_context(Supervisor(settings, listener))
                 async with roles.Backbone(settings) as backbone:
                     seeded = await seed_guest(backbone.store, settings)
                     await install_catalog(backbone.store, settings)
-                supervisor = await stack.enter_async_context(Supervisor(settings, listener))
+                await supervisor.start()
                 info = RuntimeInfo(
                     pid=os.getpid(),
                     api_url=settings.api_url,

@@ -21,6 +21,7 @@ from types import TracebackType
 
 from broker.config import Settings
 from broker.errors import Unavailable
+from squall import role_process
 from squall.embedded import die_with_parent
 
 log = logging.getLogger("squall.supervisor")
@@ -37,6 +38,9 @@ EXIT_GRACE_S = 3.0
 STOP_WAVES = (("api", "feeds"), ("broker", "invoker"))
 # Start order: the invoker first, so that the API never answers 503 "no invokers" during boot.
 START_WAVES = (("invoker", "broker", "feeds"), ("api",))
+# The role process's protocol with its supervisor: one line each way.
+GO = role_process.GO
+READY = role_process.READY
 
 
 def usable_cores() -> int:
@@ -89,16 +93,22 @@ class RoleProcess:
 
     async def start(self) -> None:
         """Start the process and wait until it serves; Unavailable when it exits or hangs first."""
+        await self.spawn()
+        self.go()
+        await self.ready()
+
+    async def spawn(self) -> None:
+        """Start the process. It prepares its role (imports, connections) but serves only once told to `go`."""
         argv = [sys.executable, "-m", "squall.role_process", self.role, self.name]
         fds: tuple[int, ...] = ()
         if self.listener is not None:
             fds = (self.listener.fileno(),)
             argv += ["--listen-fd", str(fds[0])]
         self.started_at = time.monotonic()
-        self.proc = proc = await asyncio.create_subprocess_exec(
+        self.proc = await asyncio.create_subprocess_exec(
             *argv,
             env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,  # `go`
             stdout=asyncio.subprocess.PIPE,  # the `ready` line; stderr (its logs) is ours
             pass_fds=fds,
             # Its own session: a terminal's Ctrl-C reaches the supervisor alone, which drains the roles in order;
@@ -106,7 +116,16 @@ class RoleProcess:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        assert proc.stdout is not None
+
+    def go(self) -> None:
+        """Let the process serve (its stdin's only line)."""
+        if self.proc is not None and self.proc.stdin is not None and self.proc.returncode is None:
+            self.proc.stdin.write(GO)
+
+    async def ready(self) -> None:
+        """Wait until the process serves; Unavailable when it ends or hangs first."""
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), READY_DEADLINE_S)
         except TimeoutError:
@@ -114,7 +133,7 @@ class RoleProcess:
             raise Unavailable(
                 f"the {self.name} role process did not start in {READY_DEADLINE_S:.0f} s"
             ) from None
-        if line != b"ready\n":
+        if line != READY:
             if line:
                 await self.kill()  # something else came first: not a role process we can trust to serve
             code = await proc.wait()  # without the line, its stdout closed: it is ending
@@ -128,13 +147,16 @@ class RoleProcess:
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # one still waiting for `go` stops at once
             with contextlib.suppress(ProcessLookupError):
                 self.proc.terminate()
 
 
 class Supervisor:
-    """`async with Supervisor(settings, listener):` the role processes run, each restarted with backoff when it
-    dies; on exit they are stopped in waves, each given its drain deadline before it is killed."""
+    """`async with Supervisor(settings, listener) as roles: await roles.start()`: the role processes run, each
+    restarted with backoff when it dies; on exit they are stopped in waves, each given its drain deadline before
+    it is killed."""
 
     def __init__(self, settings: Settings, listener: socket.socket, cores: int | None = None) -> None:
         self.settings = settings
@@ -154,16 +176,25 @@ class Supervisor:
         return {slot.name: slot.pid for slot in self.slots}
 
     async def __aenter__(self) -> Supervisor:
+        """Start every role process: each prepares its role (imports and connections take most of a start)
+        while the caller finishes its own boot, and serves once `start` lets it."""
         try:
-            for wave in START_WAVES:
-                await asyncio.gather(*(slot.start() for slot in self.slots if slot.role in wave))
+            await asyncio.gather(*(slot.spawn() for slot in self.slots))
         except BaseException:
             await self._stop(self.slots)
             raise
+        return self
+
+    async def start(self) -> None:
+        """Let the roles serve, wave after wave, each once the one before serves; then keep them running."""
+        for wave in START_WAVES:
+            group = [slot for slot in self.slots if slot.role in wave]
+            for slot in group:
+                slot.go()
+            await asyncio.gather(*(slot.ready() for slot in group))
         self._watchers = [
             asyncio.create_task(self._keep(slot), name=f"keep-{slot.name}") for slot in self.slots
         ]
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -53,6 +53,7 @@ async def test_roles_serve_on_the_shared_socket_come_back_when_killed_and_stop(
         port = listener.getsockname()[1]
         ours = msgspec.structs.replace(role_settings(settings), api_port=port, drain_timeout_s=2)
         async with Supervisor(ours, listener, cores=2) as supervisor:
+            await supervisor.start()
             pids = supervisor.pids()
             assert set(pids) == {"broker.1", "api.1", "api.2"}
             assert supervisor.counts == {"invoker": 0, "broker": 1, "feeds": 0, "api": 2}
@@ -86,5 +87,5 @@ async def test_a_role_that_cannot_start_is_one_clear_error_and_leaves_nothing(se
         supervisor = Supervisor(broken, listener, cores=1)
         with pytest.raises(Unavailable, match=r"broker\.1 role process ended during start-up"):
             async with supervisor:
-                pass
+                await supervisor.start()
     assert all(gone(pid) for pid in supervisor.pids().values() if pid is not None)
