@@ -64,7 +64,10 @@ async def test_roles_serve_on_the_shared_socket_come_back_when_killed_and_stop(
                 killed = pids["api.1"]
                 assert killed is not None
                 os.kill(killed, signal.SIGKILL)
-                # The other worker keeps answering on the same socket meanwhile.
+            # The other worker keeps answering on the same socket meanwhile (new connections: one kept alive
+            # may have been the killed worker's).
+            fresh = httpx.Limits(max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=fresh) as client:
                 for _ in range(20):
                     assert (await client.get("/api/v1")).status_code == 200
                 await wait_for(
