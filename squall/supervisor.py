@@ -230,6 +230,9 @@ class Supervisor:
             except Unavailable as exc:
                 log.warning("%s", exc.message)
                 continue
+            except OSError as exc:  # no process could be made (out of pids, of memory): try again later
+                log.warning("cannot start %s: %s", slot.name, exc)
+                continue
             log.warning("%s is back (pid %s)", slot.name, slot.pid)
 
     async def _stop(self, slots: Iterable[RoleProcess]) -> None:

@@ -179,7 +179,9 @@ def recorded(cli: Cli, activation_id: str, deadline_s: float = 30) -> None:
 
 
 def _wait_recorded(cli: Cli, activation_id: str) -> bool:
-    """Until the trace's runs are recorded: `activation tail --cause` returns once the rule's run arrives."""
+    """Until the trace's records are in: `activation tail --cause` returns once the rule's run is on the
+    stream, and the trigger's record is then waited for in MongoDB (the recorder, in a broker process of its
+    own, may store it after the run has been streamed)."""
     cli.run(
         "activation",
         "tail",
@@ -194,6 +196,7 @@ def _wait_recorded(cli: Cli, activation_id: str) -> bool:
         "--exit",
         "30",
     )
+    recorded(cli, activation_id)
     return True
 
 
