@@ -44,10 +44,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class ApiServer:
-    """Runs uvicorn on a pre-bound socket; exiting stops intake and lets in-flight requests finish."""
+    """Runs uvicorn on a pre-bound socket; exiting stops intake and lets in-flight requests finish.
 
-    def __init__(self, app: ASGIApp, host: str, port: int, *, drain_timeout_s: float = 5.0) -> None:
+    `sock`: a listening socket bound elsewhere (a supervisor's, shared by its API worker processes) to serve
+    instead of binding `host:port` here."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        drain_timeout_s: float = 5.0,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.app = app
+        self._sock = sock
         self.host = host
         self.port = port
         self.drain_timeout_s = drain_timeout_s
@@ -59,7 +71,7 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     async def __aenter__(self) -> ApiServer:
-        sock = bind(self.host, self.port)
+        sock = self._sock or bind(self.host, self.port)
         self.port = sock.getsockname()[1]  # port 0 asks the kernel for a free one
         config = uvicorn.Config(
             self.app,

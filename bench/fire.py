@@ -267,12 +267,12 @@ def serve_floor(port: int) -> None:
 
     app = Starlette(routes=[Route("/floor/{name}", fire, methods=["POST"]), Route("/", ready)])
     # The uvicorn options api/server.py uses, so that the two servers differ in the application only; the
-    # API runs in the standalone's asyncio loop, so this one does too (uvicorn would pick uvloop if present).
+    # API's role processes run on uvloop where it is installed, so this one does too ("auto").
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=port,
-        loop="asyncio",
+        loop="auto",
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -362,14 +362,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def standalone(nats_sync: str = "") -> Iterator[Server]:
-    """`squall standalone` on a free port and a temporary data dir, until the block ends."""
+def standalone(nats_sync: str = "", extra: dict[str, str] | None = None) -> Iterator[Server]:
+    """`squall standalone` on a free port and a temporary data dir, until the block ends; `extra`: more
+    SQUALL_* settings."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="squall-bench-fire-") as tmp:
         data_dir = Path(tmp) / "data"
         cmd = [str(BIN / "squall"), "standalone", "--api-port", str(port), "--data-dir", str(data_dir)]
         url = f"http://127.0.0.1:{port}"
-        settings = {"SQUALL_NATS_SYNC": nats_sync} if nats_sync else None
+        settings = ({"SQUALL_NATS_SYNC": nats_sync} if nats_sync else {}) | (extra or {})
         with process(cmd, f"{url}/api/v1", settings=settings) as pid:
             # The API answers a moment before the standalone writes down where its servers are.
             info = data_dir / "standalone.json"
@@ -758,7 +759,11 @@ async def run(args: argparse.Namespace) -> None:
         await measure(args, Server(args.url.rstrip("/"), args.key, args.nats, args.pid), machine_busy())
         return
     busy_before = machine_busy()
-    with standalone(args.nats_sync) as server:
+    extra = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        extra[f"SQUALL_{name.upper()}"] = value
+    with standalone(args.nats_sync, extra) as server:
         await measure(args, server, busy_before)
 
 
@@ -776,6 +781,13 @@ def main() -> None:
         "--nats-sync",
         default="",
         help="the standalone's JetStream fsync policy (SQUALL_NATS_SYNC), e.g. always; default nats-server's",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the standalone (SQUALL_<NAME>), e.g. single_process=true or event_loop=asyncio",
     )
     parser.add_argument("--concurrency", type=int, default=48, help="callers of the rate runs")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each rate run")

@@ -109,12 +109,12 @@ def floor_once(tmp: Path) -> tuple[float, float]:
             p.wait(10)
 
 
-def standalone_once(tmp: Path) -> tuple[float, float]:
+def standalone_once(tmp: Path, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL_")}
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [BIN / "squall", "standalone", "--api-port", str(port), "--data-dir", tmp / "data"],
+        [BIN / "squall", "standalone", "--api-port", str(port), "--data-dir", tmp / "data", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -140,13 +140,15 @@ def standalone_once(tmp: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--single-process", action="store_true", help="every role in one process")
     args = parser.parse_args()
+    extra = ("--single-process",) if args.single_process else ()
     floors, boots = [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as d:
             floors.append(floor_once(Path(d)))
         with tempfile.TemporaryDirectory() as d:
-            boots.append(standalone_once(Path(d)))
+            boots.append(standalone_once(Path(d), extra))
     f_boot = statistics.median(b for b, _ in floors)
     f_rss = statistics.median(r for _, r in floors)
     s_boot = statistics.median(b for b, _ in boots)

@@ -171,6 +171,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # every traced activation record as a span (broker/otlp_export.py). Empty: no export, no SDK loaded.
     otlp_endpoint: str = ""
 
+    # `squall standalone`'s role processes (squall/supervisor.py). API workers and brokers: 0 sizes them from the
+    # cores this process may use (API: one per core; brokers: one per two cores); invokers and feeds processes:
+    # how many (an invoker per host is the norm: each sizes its pool from `pool_memory_mb`). `single_process`
+    # runs every role in one event loop instead, for debugging.
+    api_workers: int = 0
+    brokers: int = 0
+    invokers: int = 1
+    feeds_workers: int = 1
+    single_process: bool = False
+    # The event loop of role processes: "uvloop" (libuv's, where installed: bench/README.md) or "asyncio".
+    event_loop: str = "uvloop"
+
     # How long a role may take to drain on shutdown.
     drain_timeout_s: float = 5.0
     log_level: str = "info"
@@ -194,6 +206,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"feeds_missed_ticks must be 'last' or 'none', not {self.feeds_missed_ticks!r}")
         if self.invocation_secret:
             decode_secret(self.invocation_secret)  # ValueError, as the other settings say theirs
+        if self.event_loop not in ("uvloop", "asyncio"):
+            raise ValueError(f"event_loop must be 'uvloop' or 'asyncio', not {self.event_loop!r}")
+        counts = (self.api_workers, self.brokers, self.invokers, self.feeds_workers)
+        if min(counts) < 0:
+            raise ValueError("api_workers, brokers, invokers and feeds_workers must not be negative")
         if self.nats_sync and not _SYNC_INTERVAL.fullmatch(self.nats_sync):
             raise ValueError(
                 f"nats_sync must be empty, 'always' or a duration like '1s', not {self.nats_sync!r}"
@@ -214,6 +231,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         except msgspec.ValidationError as exc:
             raise BadRequest(f"invalid setting: {exc}") from None
         return msgspec.structs.replace(settings, data_dir=settings.data_dir.expanduser())
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the `SQUALL_*` variables `from_env` reads back: how a supervisor hands its own to
+        the role processes it starts (secrets included: a process's environment is readable by its owner
+        alone, unlike its command line). An empty string reads back as the field's default."""
+        env = {}
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            env[f"SQUALL_{field.name.upper()}"] = text
+        return env
 
     @property
     def api_url(self) -> str:

@@ -88,8 +88,14 @@ class PodmanService:
         _remove_stale_socket(self.socket_path)
         self._pause_before = pause_pid(self.user)
         # setpriv --pdeathsig: should this process die without stopping the service, the service stops too.
-        # (Set after the uid change, which would clear it.)
-        argv = ["setpriv", "--pdeathsig", "TERM", "--", binary, "system", "service", "--time=0"]
+        # (Set after the uid change, which would clear it.) The uid change is setpriv's too, not subprocess's
+        # user/group arguments, which uvloop's event loop does not take.
+        switch: list[str] = []
+        if "user" in run_as:
+            uid, gid = run_as.pop("user"), run_as.pop("group")
+            run_as.pop("extra_groups")
+            switch = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+        argv = [*switch, "setpriv", "--pdeathsig", "TERM", "--", binary, "system", "service", "--time=0"]
         process = await asyncio.create_subprocess_exec(
             *argv, f"unix://{self.socket_path}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

@@ -28,7 +28,7 @@ from broker.config import Settings
 from broker.entity_store import EntityStore
 from broker.errors import Unavailable
 from runtimes.podman_service import PodmanService
-from squall.embedded import EmbeddedMongo, _die_with_parent, find_binary, free_port
+from squall.embedded import EmbeddedMongo, die_with_parent, find_binary, free_port
 from squall.invocation_secret import with_invocation_secret
 from squall.nats_cluster import NatsCluster
 from squall.standalone import GUEST_LIMITS, stop_event
@@ -43,13 +43,8 @@ ROLE_STOP_DEADLINE_S = 15.0
 def settings_env(settings: Settings) -> dict[str, str]:
     """`SQUALL_*` variables for every setting that differs from its default: what a child process needs to
     build the same Settings with `Settings.from_env`."""
-    defaults = Settings()
-    env: dict[str, str] = {}
-    for field in msgspec.structs.fields(Settings):
-        value = getattr(settings, field.name)
-        if value != getattr(defaults, field.name):
-            env[f"SQUALL_{field.name.upper()}"] = str(value)
-    return env
+    defaults = Settings().to_env()
+    return {name: value for name, value in settings.to_env().items() if defaults.get(name) != value}
 
 
 class RoleProcess:
@@ -83,7 +78,7 @@ class RoleProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # a cluster whose supervisor died leaves nothing running
+                preexec_fn=die_with_parent,  # a cluster whose supervisor died leaves nothing running
             )
 
     async def wait_running(self, deadline_s: float = ROLE_START_DEADLINE_S) -> None:

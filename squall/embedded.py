@@ -55,7 +55,7 @@ def find_binary(name: str) -> str:
     return found
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child between fork and exec: ask the kernel to SIGTERM it when we die, even by SIGKILL.
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -136,7 +136,7 @@ class _EmbeddedServer:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop reaches any grandchild too
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.pid = self._proc.pid
         deadline = time.monotonic() + START_DEADLINE_S

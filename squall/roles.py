@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -53,7 +54,10 @@ class Backbone:
 
 
 @contextlib.asynccontextmanager
-async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiServer]:
+async def api_role(
+    settings: Settings, backbone: Backbone, *, listener: socket.socket | None = None
+) -> AsyncIterator[ApiServer]:
+    """The API on `settings.api_host:api_port`, or on `listener` (a socket its supervisor bound and shares)."""
     log_context.set_role("api")
     # The gateway, key cache and throttles outlive the server on both ends: no request may find them missing.
     async with (
@@ -69,7 +73,11 @@ async def api_role(settings: Settings, backbone: Backbone) -> AsyncIterator[ApiS
         streams = app_state(app).streams
         try:
             async with ApiServer(
-                app, settings.api_host, settings.api_port, drain_timeout_s=settings.drain_timeout_s
+                app,
+                settings.api_host,
+                settings.api_port,
+                drain_timeout_s=settings.drain_timeout_s,
+                sock=listener,
             ) as api:
                 try:
                     yield api

@@ -1,4 +1,4 @@
-"""`squall standalone`: every role in one process, with embedded NATS and MongoDB unless URLs are given."""
+"""`squall standalone`: every role (as supervised processes, or in one) with embedded NATS and MongoDB by default."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 
+from api.server import bind
 from broker.admin import ensure_namespace
 from broker.config import GUEST_KEY, Settings
 from broker.entity_store import EntityStore
@@ -26,6 +28,7 @@ from squall.catalog import install_catalog
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.invocation_secret import with_invocation_secret
 from squall.runtime_file import RuntimeInfo
+from squall.supervisor import Supervisor
 
 log = logging.getLogger("squall.standalone")
 
@@ -70,26 +73,78 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 async def run_standalone(settings: Settings, console: Console) -> None:
+    """Every role with the embedded servers: in supervised role processes, or in this one with `single_process`."""
+    if settings.single_process:
+        await run_single_process(settings, console)
+    else:
+        await run_supervised(settings, console)
+
+
+async def start_services(stack: contextlib.AsyncExitStack, settings: Settings) -> Settings:
+    """The embedded NATS and MongoDB (unless URLs are given) and the Podman service, for the life of `stack`;
+    the settings pointing at them."""
+    nats_url = settings.nats_url
+    if not nats_url:
+        nats = await stack.enter_async_context(
+            EmbeddedNats(settings.data_dir / "nats", sync_interval=settings.nats_sync, authenticated=True)
+        )
+        nats_url = nats.url
+    mongodb_uri = settings.mongodb_uri
+    if not mongodb_uri:
+        mongo = await stack.enter_async_context(EmbeddedMongo(settings.data_dir / "mongo"))
+        mongodb_uri = mongo.uri
+    settings = settings.with_backbone(nats_url, mongodb_uri)
+    await stack.enter_async_context(PodmanService(settings))
+    return settings
+
+
+async def run_supervised(settings: Settings, console: Console) -> None:
+    """The roles as processes (squall/supervisor.py); this one keeps the embedded servers, the data dir's lock,
+    the runtime file and the API's listening socket."""
+    started = time.monotonic()
+    stop = stop_event()
+    with data_dir_lock(settings.data_dir):
+        settings = with_invocation_secret(settings)
+        # Bound first: a busy port is one clear line before anything starts; port 0 becomes the real one.
+        with contextlib.closing(bind(settings.api_host, settings.api_port)) as listener:
+            settings = msgspec.structs.replace(settings, api_port=listener.getsockname()[1])
+            async with contextlib.AsyncExitStack() as stack:
+                settings = await start_services(stack, settings)
+                # The role processes get ready while this one seeds the guest and installs the catalog.
+                supervisor = await stack.enter_async_context(Supervisor(settings, listener))
+                async with roles.Backbone(settings) as backbone:
+                    seeded = await seed_guest(backbone.store, settings)
+                    await install_catalog(backbone.store, settings)
+                await supervisor.start()
+                info = RuntimeInfo(
+                    pid=os.getpid(),
+                    api_url=settings.api_url,
+                    nats_url=settings.nats_url,
+                    mongodb_uri=settings.mongodb_uri,
+                )
+                stack.enter_context(runtime_file.published(settings.data_dir, info))
+                processes = ", ".join(f"{n} {role}" for role, n in supervisor.counts.items() if n)
+                print_banner(
+                    console,
+                    settings,
+                    settings.api_url,
+                    time.monotonic() - started,
+                    show_key=seeded,
+                    processes=processes,
+                )
+                await stop.wait()
+                console.print("[bold]squall:[/] stopping…")
+    console.print("[bold]squall:[/] stopped")
+
+
+async def run_single_process(settings: Settings, console: Console) -> None:
+    """Every role in this process's event loop (`--single-process`): one process to debug or profile."""
     started = time.monotonic()
     stop = stop_event()
     with data_dir_lock(settings.data_dir):
         settings = with_invocation_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
-            nats_url = settings.nats_url
-            if not nats_url:
-                nats = await stack.enter_async_context(
-                    EmbeddedNats(
-                        settings.data_dir / "nats", sync_interval=settings.nats_sync, authenticated=True
-                    )
-                )
-                nats_url = nats.url
-            mongodb_uri = settings.mongodb_uri
-            if not mongodb_uri:
-                mongo = await stack.enter_async_context(EmbeddedMongo(settings.data_dir / "mongo"))
-                mongodb_uri = mongo.uri
-            settings = settings.with_backbone(nats_url, mongodb_uri)
-            await stack.enter_async_context(PodmanService(settings))
-
+            settings = await start_services(stack, settings)
             backbone = await stack.enter_async_context(roles.Backbone(settings))
             seeded = await seed_guest(backbone.store, settings)
             await install_catalog(backbone.store, settings)
@@ -99,10 +154,19 @@ async def run_standalone(settings: Settings, console: Console) -> None:
             await stack.enter_async_context(roles.invoker_role_for(settings, backbone))
             api = await stack.enter_async_context(roles.api_role(settings, backbone))
             await stack.enter_async_context(roles.feeds_role(settings, backbone))
-            info = RuntimeInfo(pid=os.getpid(), api_url=api.url, nats_url=nats_url, mongodb_uri=mongodb_uri)
+            info = RuntimeInfo(
+                pid=os.getpid(), api_url=api.url, nats_url=settings.nats_url, mongodb_uri=settings.mongodb_uri
+            )
             stack.enter_context(runtime_file.published(settings.data_dir, info))
 
-            print_banner(console, settings, api.url, time.monotonic() - started, show_key=seeded)
+            print_banner(
+                console,
+                settings,
+                api.url,
+                time.monotonic() - started,
+                show_key=seeded,
+                processes="all in this one (--single-process)",
+            )
             await stop.wait()
             console.print("[bold]squall:[/] stopping…")
     console.print("[bold]squall:[/] stopped")
@@ -130,13 +194,20 @@ def stop_event() -> asyncio.Event:
 
 
 def print_banner(
-    console: Console, settings: Settings, api_url: str, boot_s: float, *, show_key: bool = True
+    console: Console,
+    settings: Settings,
+    api_url: str,
+    boot_s: float,
+    *,
+    show_key: bool = True,
+    processes: str = "",
 ) -> None:
     key = settings.guest_key if show_key else "<the key you were given>"
     lines = [
         f"[bold green]Squall standalone[/] is up in {boot_s:.1f} s: API at [bold]{api_url}/api/v1[/]",
         f"  console:    {api_url}/console (sign in with the key below)",
         f"  data dir:   {settings.data_dir}",
+        *([f"  roles:      {processes}"] if processes else []),
         f"  NATS:       {redact(settings.nats_url)}",
         f"  MongoDB:    {settings.mongodb_uri}",
         f"  namespace:  {settings.guest_namespace}",

@@ -176,8 +176,10 @@ def recorded(cli: Cli, activation_id: str, deadline_s: float = 30) -> None:
         time.sleep(0.1)
 
 
-def _wait_recorded(cli: Cli, activation_id: str) -> None:
-    """Until the trace's runs are recorded: `activation tail --cause` returns once the rule's run arrives."""
+def _wait_recorded(cli: Cli, activation_id: str) -> bool:
+    """Until the trace's records are in: `activation tail --cause` returns once the rule's run is on the
+    stream, and the trigger's record is then waited for in MongoDB (the recorder, in a broker process of its
+    own, may store it after the run has been streamed)."""
     cli.run(
         "activation",
         "tail",
@@ -192,6 +194,8 @@ def _wait_recorded(cli: Cli, activation_id: str) -> None:
         "--exit",
         "30",
     )
+    recorded(cli, activation_id)
+    return True
 
 
 def test_feed_trigger_fires_into_tail_and_poll(cli: Cli) -> None:

@@ -35,7 +35,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Standalone]]:
     workdir = tmp_path_factory.mktemp("observability")
     settings_env = {"SQUALL_METRICS_DIR": str(workdir / "metrics"), "SQUALL_LOG_FORMAT": "json"}
-    standalone = Standalone(workdir / "data", free_port(), workdir / "standalone.log", settings_env)
+    standalone = Standalone(workdir / "data", free_port(), workdir / "standalone.log", settings=settings_env)
     try:
         standalone.wait_ready()
         with httpx.Client(base_url=standalone.url, auth=(GUEST_USER, GUEST_SECRET), timeout=60) as client:

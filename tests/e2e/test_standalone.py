@@ -114,16 +114,21 @@ async def wait_stored(mongo_uri: str, activation_id: str, deadline_s: float = 15
 
 class Standalone:
     def __init__(
-        self, data_dir: Path, port: int, log: Path, settings_env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        port: int,
+        log: Path,
+        args: tuple[str, ...] = (),
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.data_dir, self.port, self.log_path = data_dir, port, log
         self.url = f"http://127.0.0.1:{port}"
         self.log = log.open("w")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SQUALL_")}
-        env.update(settings_env or {})
+        env.update(settings or {})
         env["COLUMNS"] = "300"  # keep the banner's lines whole
         self.proc = subprocess.Popen(
-            [str(SQUALL), "standalone", "--api-port", str(port), "--data-dir", str(data_dir)],
+            [str(SQUALL), "standalone", "--api-port", str(port), "--data-dir", str(data_dir), *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,

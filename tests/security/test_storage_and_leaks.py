@@ -65,15 +65,19 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     workdir = tmp_path_factory.mktemp("security-storage")
     data_dir = workdir / "data"
     standalone = Standalone(data_dir, free_port(), workdir / "standalone.log")
+    tenants: Tenants | None = None
     try:
         standalone.wait_ready()
         alice_key = new_namespace(data_dir, "alice")
         mallory_key = new_namespace(data_dir, "mallory", "--max-entities", "25", "--max-dead-letters", "5")
         with client(standalone.url, alice_key) as alice, client(standalone.url, mallory_key) as mallory:
-            yield Tenants(standalone, data_dir, alice, mallory, mallory_key)
+            tenants = Tenants(standalone, data_dir, alice, mallory, mallory_key)
+            yield tenants
     finally:
-        if standalone.proc.poll() is None:
-            standalone.stop()
+        # A test may have restarted it: the one running now is `tenants.standalone`.
+        for run in (standalone, tenants.standalone if tenants is not None else standalone):
+            if run.proc.poll() is None:
+                run.stop()
 
 
 def ping_during(url: str, probe: Callable[[], None]) -> list[float]:
