@@ -6,7 +6,8 @@ Needs the rootless Podman set-up (`make setup`); runs as root or as the engine's
 
 - warm floor: a raw `POST /run` of a no-op action to the proxy over its Unix socket, with a blocking socket and
   no framework at all; and the same over `runtimes.uds_http` (the pool's client);
-- warm: `ContainerPool.run` of the same no-op action in its warm container (includes `POST /logs`);
+- warm: `ContainerPool.run` of the same no-op action in its warm container (includes `POST /logs`, sent along
+  with `/run` in one write);
 - cold floor: create + start a container with the pool's spec, until its proxy accepts a connection;
 - cold: `ContainerPool.run` of a new action with no stem cell (new container + /init + /run), and with a free
   stem cell (/init + /run only);
@@ -102,7 +103,7 @@ def _blocking_round_trips(path: str, n: int) -> list[float]:
 
 async def warm_floor(settings: Settings, kind: str, n: int) -> tuple[list[float], list[float], list[float]]:
     """Round trips of a no-op /run to one initialized proxy: over a raw blocking socket (the floor), over the
-    pool's asyncio client, and the same followed by /logs (what the pool does per run)."""
+    pool's asyncio client, and the same with /logs taken along in the same write (what the pool does per run)."""
     family = image_family(kind)
     async with PodmanBackend(settings, f"benchw{uuid.uuid4().hex[:6]}") as backend:
         container = await backend.start(family, 256, 20000)
@@ -122,8 +123,8 @@ async def warm_floor(settings: Settings, kind: str, n: int) -> tuple[list[float]
             with_logs = []
             for _ in range(n):
                 started = time.perf_counter()
-                await conn.post("/run", RUN_BODY, 10)
-                await conn.post("/logs", b"{}", 10)
+                await conn.post("/run", RUN_BODY, 10, then=("/logs", b"{}"))
+                await conn.next_reply(10)
                 with_logs.append(time.perf_counter() - started)
             await conn.close()
             raw = await asyncio.to_thread(_blocking_round_trips, container.socket_path, n)
@@ -224,7 +225,7 @@ async def main() -> None:
     print(f"\ncontainer pool, {args.kind}, no-op action")
     print(line("warm floor: raw /run over the Unix socket", raw))
     print(line("warm: runtimes.uds_http /run only", uds, raw))
-    print(line("warm: runtimes.uds_http /run + /logs", uds_logs, raw))
+    print(line("warm: runtimes.uds_http /run + /logs pipelined", uds_logs, raw))
     print(line("warm: ContainerPool.run (/run + /logs)", figures["warm"], raw))
     print(line("cold floor: create + start + proxy listening", cold))
     print(line("cold with a stem cell: /init + /run", figures["stem"], cold))

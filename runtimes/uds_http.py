@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from broker.errors import InternalError
 
 # Replies larger than this are not read: a container claiming more is treated as giving no valid reply.
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _HEADER_LIMIT = 64 * 1024
+_T = TypeVar("_T")
 
 
 class NoReply(InternalError):
@@ -19,8 +22,9 @@ class NoReply(InternalError):
 
 
 class UdsConnection:
-    """One HTTP/1.1 keep-alive connection to a proxy's Unix socket. One request at a time: the pool never
-    sends a second request to a container before the first has been answered.
+    """One HTTP/1.1 keep-alive connection to a proxy's Unix socket. One request at a time, except that a
+    request may take a second one along (`post(…, then=…)`, HTTP/1.1 pipelining): the proxy answers it after
+    the first, and its reply is read with `next_reply` before anything else is sent.
 
     A timeout or any protocol error leaves the connection broken (`alive` is False): the caller destroys the
     container, since a reply could still arrive and would answer the wrong request.
@@ -34,6 +38,7 @@ class UdsConnection:
         self._writer = writer
         self._max_body = max_body
         self._broken = False
+        self._unanswered = False  # a pipelined request's reply is still to be read
         self._head = b"Host: squall\r\nContent-Type: application/json\r\nContent-Length: "
 
     @classmethod
@@ -47,14 +52,38 @@ class UdsConnection:
         """False once broken, or when the peer has closed its end (e.g. the container died while idle)."""
         return not (self._broken or self._reader.at_eof() or self._writer.is_closing())
 
-    async def post(self, target: str, body: bytes, timeout_s: float | None = None) -> tuple[int, bytes]:
+    async def post(
+        self,
+        target: str,
+        body: bytes,
+        timeout_s: float | None = None,
+        *,
+        then: tuple[str, bytes] | None = None,
+    ) -> tuple[int, bytes]:
         """POST `body` (JSON) to `target`; the reply's status and body. TimeoutError after `timeout_s`,
-        NoReply when the connection fails or the reply is not valid HTTP."""
-        if not self.alive:
+        NoReply when the connection fails or the reply is not valid HTTP. `then` (target, body) is sent in the
+        same write and answered after this one: its reply is `next_reply`'s (one round trip saved)."""
+        if not self.alive or self._unanswered:
             raise NoReply("The connection to the container is closed.")
+        parts = self._request(target, body)
+        if then is not None:
+            parts += self._request(*then)
+            self._unanswered = True
+        return await self._guarded(self._exchange(parts), timeout_s)
+
+    async def next_reply(self, timeout_s: float | None = None) -> tuple[int, bytes]:
+        """The reply to the request that the last `post` took along (`then`); errors as `post`'s."""
+        if not self._unanswered or not self.alive:
+            self._broken = True
+            raise NoReply("The connection to the container is closed.")
+        self._unanswered = False
+        return await self._guarded(self._reply(), timeout_s)
+
+    async def _guarded(self, exchange: Awaitable[_T], timeout_s: float | None) -> _T:
+        """Any failure leaves the connection broken: TimeoutError as is, the rest as NoReply."""
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._exchange(target, body)
+                return await exchange
         except TimeoutError:
             self._broken = True
             raise
@@ -65,16 +94,21 @@ class UdsConnection:
             self._broken = True
             raise NoReply(f"The container gave no reply ({type(exc).__name__}: {exc}).") from None
 
-    async def _exchange(self, target: str, body: bytes) -> tuple[int, bytes]:
+    def _request(self, target: str, body: bytes) -> list[bytes]:
         head = b"POST %s HTTP/1.1\r\n%s%d\r\n\r\n" % (target.encode(), self._head, len(body))
-        # One write, one send(2) for the usual small body; no drain() then: the socket buffer takes it at once,
-        # and a drain costs a turn of the loop.
-        if len(body) <= 65536:
-            self._writer.write(head + body)
+        return [head + body] if len(body) <= 65536 else [head, body]
+
+    async def _exchange(self, parts: list[bytes]) -> tuple[int, bytes]:
+        # One write, one send(2) for the usual small bodies (a pipelined pair too); no drain() then: the socket
+        # buffer takes it at once, and a drain costs a turn of the loop. Large bodies are not copied.
+        if len(parts) == 1 or sum(map(len, parts)) <= 65536:
+            self._writer.write(b"".join(parts))
         else:
-            self._writer.write(head)
-            self._writer.write(body)
+            self._writer.writelines(parts)
             await self._writer.drain()
+        return await self._reply()
+
+    async def _reply(self) -> tuple[int, bytes]:
         head = await self._reader.readuntil(b"\r\n\r\n")
         status, length, close = _parse_head(head)
         if length is None:

@@ -72,6 +72,67 @@ async def test_many_requests_share_one_keep_alive_connection(sock: Path) -> None
     assert COUNTS["connections"] == 1
 
 
+async def test_a_request_taken_along_is_answered_after_the_first_in_one_write(sock: Path) -> None:
+    writes: list[bytes] = []
+
+    async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The first chunk read holds both requests: they went out in one write.
+        chunk = await reader.read(65536)
+        writes.append(chunk)
+        for request in chunk.split(b"POST ")[1:]:
+            target = request.split(b" ", 1)[0]
+            body = request.split(b"\r\n\r\n", 1)[1]
+            payload = b'{"target":"%s","body":%s}' % (target, body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+
+    async with serve(sock, recording):
+        conn = await UdsConnection.open(str(sock))
+        first = await conn.post("/run", b'{"i":1}', timeout_s=5, then=("/logs", b"{}"))
+        assert first == (200, b'{"target":"/run","body":{"i":1}}')
+        with pytest.raises(NoReply, match="closed"):  # the second reply is read before anything else is sent
+            await conn.post("/run", b"{}", timeout_s=5)
+        conn.abort()
+        conn = await UdsConnection.open(str(sock))
+        await conn.post("/run", b'{"i":2}', timeout_s=5, then=("/logs", b"{}"))
+        assert await conn.next_reply(timeout_s=5) == (200, b'{"target":"/logs","body":{}}')
+        assert alive(conn)
+        with pytest.raises(NoReply, match="closed"):  # nothing else was taken along
+            await conn.next_reply(timeout_s=5)
+        assert not alive(conn)
+        conn.abort()
+    assert [chunk.count(b"POST ") for chunk in writes] == [2, 2]
+
+
+async def test_the_second_reply_of_a_closing_or_silent_peer_is_no_reply(sock: Path) -> None:
+    async def answers_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    async with serve(sock, answers_one):
+        conn = await UdsConnection.open(str(sock))
+        assert await conn.post("/run", b"{}", timeout_s=5, then=("/logs", b"{}")) == (200, b"{}")
+        with pytest.raises(TimeoutError):
+            await conn.next_reply(timeout_s=0.2)
+        assert not alive(conn)
+        conn.abort()
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async with serve(sock, closing):
+        conn = await UdsConnection.open(str(sock))
+        assert await conn.post("/run", b"{}", timeout_s=5, then=("/logs", b"{}")) == (400, b"{}")
+        with pytest.raises(NoReply, match="closed"):
+            await conn.next_reply(timeout_s=5)
+
+
 async def test_a_large_body_goes_both_ways(sock: Path) -> None:
     big = b'"' + b"x" * 5_000_000 + b'"'
     async with serve(sock, echo):
