@@ -390,7 +390,8 @@ function server(nonce, channel, doorOpened, awaitHandOver = () => {}) {
   }
 
   const routes = { '/init': (body) => action.init(body), '/run': (body) => action.run(body), '/logs': fetchLogs };
-  let queue = Promise.resolve(); // one request at a time, whatever the connection
+  // One request at a time, whatever the connection: a run's /logs, pipelined after its /run, waits for it.
+  let queue = Promise.resolve();
 
   const srv = http.createServer((req, res) => {
     const chunks = [];

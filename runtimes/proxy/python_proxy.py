@@ -63,6 +63,8 @@ POST /run    {"value": <params>, "namespace", "action_name", "action_version", "
     The proxy does not limit the size of results: the invoker does.
 
 POST /logs   → 200 {"logs": [lines], "truncated": bool}, then the buffer is cleared.
+    The invoker sends a run's /logs in the same write as its /run (HTTP/1.1 pipelining): a proxy answers the
+    requests of a connection one after the other, in order, so /logs is served once /run has been answered.
     The output of the action on file descriptors 1 and 2 (child processes included: the proxy's own fds 1 and 2
     are pipes it reads) since the previous /logs. Everything written before the request is in the reply: the
     proxy writes a sentinel line on both pipes and answers once it has read both (Python skips this round trip
