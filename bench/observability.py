@@ -76,10 +76,10 @@ def standalone(settings: dict[str, str]) -> Iterator[Server]:
 
 @dataclass
 class Figures:
-    """What was measured on the servers of one setting, over every session."""
+    """What was measured on one setting's server in a session (`pooled` joins the sessions' figures)."""
 
     invokes: list[float] = field(default_factory=list)  # seconds, each blocking invoke
-    invoke_cpu_ms: list[float] = field(default_factory=list)  # per session
+    invoke_cpu_ms: list[float] = field(default_factory=list)  # one per session
     fires: list[float] = field(default_factory=list)  # accepted per second, per burst
     fire_cpu_ms: list[float] = field(default_factory=list)  # per burst
 
