@@ -54,6 +54,20 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
+def answering_once(reply: bytes, *, then_wait_s: float = 0.0) -> Handler:
+    """A peer that reads one request and writes `reply`, then hangs up (or, with `then_wait_s`, stays silent)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        if then_wait_s:
+            await asyncio.sleep(then_wait_s)
+        writer.close()
+
+    return handler
+
+
 @pytest.fixture
 def sock(tmp_path: Path) -> Path:
     return tmp_path / "proxy.sock"
@@ -106,13 +120,8 @@ async def test_a_request_taken_along_is_answered_after_the_first_in_one_write(so
 
 
 async def test_the_second_reply_of_a_closing_or_silent_peer_is_no_reply(sock: Path) -> None:
-    async def answers_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
-        await asyncio.sleep(30)
-
-    async with serve(sock, answers_one):
+    silent_after_one = answering_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", then_wait_s=30)
+    async with serve(sock, silent_after_one):
         conn = await UdsConnection.open(str(sock))
         assert await conn.post("/run", b"{}", timeout_s=5, then=("/logs", b"{}")) == (200, b"{}")
         with pytest.raises(TimeoutError):
@@ -120,12 +129,7 @@ async def test_the_second_reply_of_a_closing_or_silent_peer_is_no_reply(sock: Pa
         assert not alive(conn)
         conn.abort()
 
-    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n{}")
-        await writer.drain()
-        writer.close()
-
+    closing = answering_once(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n{}")
     async with serve(sock, closing):
         conn = await UdsConnection.open(str(sock))
         assert await conn.post("/run", b"{}", timeout_s=5, then=("/logs", b"{}")) == (400, b"{}")
@@ -180,13 +184,7 @@ async def test_a_slow_reply_times_out_and_breaks_the_connection(sock: Path) -> N
     ids=["closed", "not http", "short body", "chunked", "no length"],
 )
 async def test_a_dead_or_garbled_peer_is_no_reply(sock: Path, reply: bytes, match: str) -> None:
-    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(reply)
-        await writer.drain()
-        writer.close()
-
-    async with serve(sock, bad):
+    async with serve(sock, answering_once(reply)):
         conn = await UdsConnection.open(str(sock))
         with pytest.raises(NoReply, match=match):
             await conn.post("/run", b"{}", timeout_s=5)
@@ -195,12 +193,7 @@ async def test_a_dead_or_garbled_peer_is_no_reply(sock: Path, reply: bytes, matc
 
 
 async def test_a_connection_close_reply_is_read_to_the_end(sock: Path) -> None:
-    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b'HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n{"error":"x"}')
-        await writer.drain()
-        writer.close()
-
+    closing = answering_once(b'HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n{"error":"x"}')
     async with serve(sock, closing):
         conn = await UdsConnection.open(str(sock))
         assert await conn.post("/run", b"{}", timeout_s=5) == (502, b'{"error":"x"}')
@@ -208,13 +201,7 @@ async def test_a_connection_close_reply_is_read_to_the_end(sock: Path) -> None:
 
 
 async def test_a_peer_that_hangs_up_while_idle_is_seen_as_dead(sock: Path) -> None:
-    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
-        writer.close()
-
-    async with serve(sock, once):
+    async with serve(sock, answering_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")):
         conn = await UdsConnection.open(str(sock))
         assert await conn.post("/run", b"{}", timeout_s=5) == (200, b"{}")
         deadline = time.monotonic() + 5
