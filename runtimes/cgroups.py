@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -188,11 +189,10 @@ def _rmdir(path: Path) -> bool:
 
 
 def _remove_tree(path: Path) -> None:
-    """rmdir a group and its child groups, deepest first (cgroupfs refuses a recursive delete of files)."""
-    if not path.is_dir():
-        return
-    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    """rmdir a group and its child groups, deepest first (cgroupfs refuses a recursive delete of files).
+
+    Invokers starting together clear the same dead pools at once, so groups vanish during the walk: os.walk
+    skips a directory it can no longer read, where Path.rglob raised FileNotFoundError (and the invoker died)."""
+    for group, _, _ in os.walk(path, topdown=False):
         with contextlib.suppress(OSError):
-            child.rmdir()
-    with contextlib.suppress(OSError):
-        path.rmdir()
+            os.rmdir(group)

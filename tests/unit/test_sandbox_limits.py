@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
-from runtimes.cgroups import cpu_shares, own_groups, v1_mounts
+import pytest
+
+from runtimes.cgroups import V1Cgroups, cpu_shares, own_groups, remove_pools, v1_mounts
 from runtimes.images import PodmanUser
 from runtimes.podman_backend import (
     MB,
@@ -96,3 +101,28 @@ def test_v1_mounts_and_own_groups_are_parsed_from_proc() -> None:
 def test_describe_names_the_cgroup_version() -> None:
     features = HostFeatures(cgroup_version="v2", memory_limits=True, pids_limits=True, egress=False)
     assert features.describe(BOX).startswith("cgroup v2;")
+
+
+def test_a_dead_pool_cleared_by_two_invokers_at_once_is_removed_without_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invokers starting together clear the same dead pool: groups vanish under one while it walks."""
+    own = tmp_path / "memory" / "squall-mine"
+    own.mkdir(parents=True)
+    dead = tmp_path / "memory" / "squall-dead"
+    for group in ("a/x", "b/y", "c/z"):
+        (dead / group).mkdir(parents=True)
+    real_scandir = os.scandir
+
+    def scandir_racing_the_other_invoker(path: Any) -> Any:
+        if not isinstance(path, int) and Path(path).parent == dead:
+            monkeypatch.undo()
+            for group in dead.iterdir():  # the other invoker removes the groups this one has listed
+                if group != Path(path):
+                    shutil.rmtree(group)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_racing_the_other_invoker)
+    remove_pools(V1Cgroups({"memory": own}), ["dead", "mine"])
+    assert not dead.exists()
+    assert own.is_dir(), "its own pool is not a dead one"
