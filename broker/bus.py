@@ -52,6 +52,9 @@ R = TypeVar("R")  # a record to publish
 RECONNECT_WAIT_S = 2.0
 _BOOT_RETRY_WAIT_S = 0.2
 MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
+# How long `publish_until_stored` outlasts a stream that cannot store: a cluster's election after a node died
+# takes a few seconds.
+STORE_PATIENCE_S = 30.0
 # A listing's ephemeral consumer outlives its unsubscribe by this long on the server; short, so a busy API
 # listing many times a second does not pile up consumers.
 SCAN_CONSUMER_TTL_S = 5.0
@@ -215,6 +218,10 @@ class JetStreamBus:
 
     async def provision_bucket(self, spec: BucketSpec) -> KeyValue:
         bucket = spec.name
+        # Reads served by any replica ("direct") only when there is one: a follower may answer with a value
+        # older than a write already acknowledged, and a cache would keep it (a cluster ran a rule made
+        # inactive just before, for every fire, from one such read).
+        direct = spec.replicas == 1
         self._kv[bucket] = await self._create_or_bind(
             f"bucket {bucket}",
             self.js.create_key_value(
@@ -224,11 +231,12 @@ class JetStreamBus:
                 max_bytes=spec.max_bytes,
                 storage=api.StorageType.FILE,
                 replicas=spec.replicas,
-                direct=True,  # reads served by any replica, not only the stream leader
+                direct=direct,
             ),
             lambda: self.js.key_value(bucket),
         )
-        await self._apply_bounds(f"KV_{bucket}", spec.max_bytes, spec.ttl_s)
+        if await self._reconcile(f"KV_{bucket}", spec.max_bytes, spec.ttl_s, direct=direct):
+            self._kv[bucket] = await self.js.key_value(bucket)  # a handle knows how its bucket is read
         return self._kv[bucket]
 
     async def provision_object_store(self, spec: ObjectStoreSpec) -> None:
@@ -240,21 +248,31 @@ class JetStreamBus:
             self.js.create_object_store(spec.name, config),
             lambda: self.js.object_store(spec.name),
         )
-        await self._apply_bounds(f"OBJ_{spec.name}", spec.max_bytes, spec.max_age_s)
+        await self._reconcile(f"OBJ_{spec.name}", spec.max_bytes, spec.max_age_s)
 
-    async def _apply_bounds(self, stream: str, max_bytes: int | None, max_age_s: float | None) -> None:
-        """Bring the byte and age bounds of a bucket's stream to the topology's: a bucket made by an earlier
-        version (or with other settings) is bound as it is, and would otherwise keep growing unbounded."""
+    async def _reconcile(
+        self, stream: str, max_bytes: int | None, max_age_s: float | None, *, direct: bool | None = None
+    ) -> bool:
+        """Bring the bounds (and, for a KV bucket, the direct reads) of a bucket's stream to the topology's: a
+        bucket made by an earlier version (or with other settings) is bound as it is, and would otherwise keep
+        growing unbounded, or keep reads that may be stale. True if the stream was changed."""
         try:
-            info = await self.js.stream_info(stream)
-            config = info.config
+            config = (await self.js.stream_info(stream)).config
             want_bytes = max_bytes if max_bytes is not None else -1
             want_age = max_age_s or 0.0
-            if (config.max_bytes or -1) == want_bytes and (config.max_age or 0.0) == want_age:
-                return
-            await self.js.update_stream(config.evolve(max_bytes=want_bytes, max_age=want_age))
+            want_direct = bool(config.allow_direct) if direct is None else direct
+            if (
+                (config.max_bytes or -1) == want_bytes
+                and (config.max_age or 0.0) == want_age
+                and bool(config.allow_direct) == want_direct
+            ):
+                return False
+            await self.js.update_stream(
+                config.evolve(max_bytes=want_bytes, max_age=want_age, allow_direct=want_direct)
+            )
+            return True
         except Exception as exc:
-            raise translate(exc, f"bounding {stream}") from None
+            raise translate(exc, f"reconciling {stream}") from None
 
     async def provision_consumer(self, spec: ConsumerSpec) -> None:
         """Create a durable consumer, or bring an existing one to `spec` keeping its position (JetStream's
@@ -502,6 +520,29 @@ class JetStreamBus:
     ) -> PubAck:
         """Publish to a stream and wait for its acknowledgement."""
         return await (await self.publish_async(subject, payload, msg_id, headers))
+
+    async def publish_until_stored(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        within_s: float = STORE_PATIENCE_S,
+    ) -> PubAck:
+        """Publish, and again while JetStream cannot store it (a stream electing a leader after a node died, a
+        reconnection), until it is stored or `within_s` has passed. The msg id makes a copy whose first
+        acknowledgement was lost a duplicate that JetStream drops."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        pause = 0.1
+        while True:
+            try:
+                return await self.publish(subject, payload, msg_id, headers)
+            except BackboneUnavailable:
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
     async def publish_many(self, messages: Iterable[Outgoing]) -> list[PubAck]:
         """Publish a batch without waiting between messages, then wait for every acknowledgement.

@@ -178,7 +178,7 @@ class DeadLetters:
 
     async def publish(self, letter: DeadLetter) -> None:
         subject = subjects.deadletter_subject(letter.namespace, letter.id)
-        await self.bus.publish(subject, self.bus.encode(letter, shrink=fit), msg_id=msg_id(letter.id))
+        await self.bus.publish_until_stored(subject, self.bus.encode(letter, shrink=fit), msg_id(letter.id))
         metrics.current().dead_letters(reason_label(letter.reason.status), namespace=letter.namespace).inc()
         await self._keep_quota(letter.namespace)
 

@@ -38,7 +38,7 @@ from broker.entities import ACTIONS, Action, KeyValue, split_namespace
 from broker.entitlements import check_run
 from broker.entity_cache import EntityCache
 from broker.entity_store import EntityStore
-from broker.errors import Forbidden, NotFound, SquallError, WrongCollection
+from broker.errors import BackboneUnavailable, Forbidden, NotFound, SquallError, WrongCollection
 from broker.health import UNHEALTHY_ERRORS, ErrorWindow, HeartbeatPublisher, Load
 from broker.invocations import RESULT_HEADER, Invocation, hands_api_key
 from broker.key_seal import KeySeal, key_seal
@@ -456,17 +456,21 @@ class InvokerAgent:
         A record too large for one message goes to the object store first, and both get its stub."""
         message = await large_records.prepare(self.bus, record)
         self._count(record)
-        root = record.namespace
+        subject = subjects.activation_subject(record.namespace, entity_path(record))
         ack = await self.bus.publish_async(
-            subjects.activation_subject(root, entity_path(record)),
-            message.payload,
-            msg_id=record.activationId,
-            headers=message.headers,
+            subject, message.payload, msg_id=record.activationId, headers=message.headers
         )
         if result_to:
             with contextlib.suppress(Exception):
                 await self.bus.send(result_to, message.payload, headers=message.headers)
-        await ack
+        try:
+            await ack
+        except BackboneUnavailable:
+            # The run is over: its record waits out an election (a node died) instead of the message being
+            # delivered again, which would run the action again and spend one of its deliveries.
+            await self.bus.publish_until_stored(
+                subject, message.payload, record.activationId, message.headers
+            )
 
     def _count(self, record: Activation) -> None:
         kind = annotation(record, "kind")

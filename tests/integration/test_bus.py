@@ -109,6 +109,28 @@ async def test_publish_errors_are_raised_not_hung(bus: JetStreamBus) -> None:
         await asyncio.wait_for(bus.publish("nowhere.at.all", b"x"), timeout=2)
 
 
+async def test_publish_until_stored_outlasts_a_stream_that_cannot_store_yet(bus: JetStreamBus) -> None:
+    """As a stream electing a leader answers no one, so does a stream not made yet; once it can store, the
+    message is stored, once."""
+    name = f"LATE_{uuid.uuid4().hex[:8]}"
+    subject = f"late.{name}"
+    with pytest.raises(Unavailable, match="no JetStream stream"):
+        await bus.publish_until_stored(subject, b"x", "m-1", within_s=0.3)
+
+    async def make_stream_later() -> None:
+        await asyncio.sleep(0.5)
+        await bus.js.add_stream(name=name, subjects=[subject])
+
+    try:
+        maker = asyncio.create_task(make_stream_later())
+        ack = await asyncio.wait_for(bus.publish_until_stored(subject, b"x", "m-1", within_s=10), timeout=15)
+        await maker
+        assert ack.stream == name and not ack.duplicate
+        assert await _count(bus, name, subject) == 1
+    finally:
+        await bus.js.delete_stream(name)
+
+
 async def test_unreachable_nats_is_unavailable_quickly() -> None:
     url = f"nats://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
