@@ -11,7 +11,7 @@ from rich.console import Console
 from broker.config import Settings
 from broker.errors import BadRequest
 from runtimes.podman_service import PodmanService
-from squall import roles
+from squall import heap, roles
 from squall.catalog import install_catalog
 from squall.invocation_secret import with_invocation_secret
 from squall.standalone import stop_event
@@ -63,6 +63,7 @@ async def run_role(
                 await install_catalog(backbone.store, settings)
             await stack.enter_async_context(roles.broker_role(settings, backbone))
             console.print("[bold]squall:[/] broker role running (rule engine, activation recorder)")
+        heap.settle()
         if on_ready is not None:
             on_ready()
         await stop.wait()

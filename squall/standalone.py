@@ -23,7 +23,7 @@ from broker.errors import Unavailable
 from broker.namespaces import NamespaceLimits
 from broker.nats_errors import redact
 from runtimes.podman_service import PodmanService
-from squall import roles, runtime_file
+from squall import heap, roles, runtime_file
 from squall.catalog import install_catalog
 from squall.embedded import EmbeddedMongo, EmbeddedNats
 from squall.invocation_secret import with_invocation_secret
@@ -167,6 +167,7 @@ async def run_single_process(settings: Settings, console: Console) -> None:
                 show_key=seeded,
                 processes="all in this one (--single-process)",
             )
+            heap.settle()
             await stop.wait()
             console.print("[bold]squall:[/] stopping…")
     console.print("[bold]squall:[/] stopped")
