@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/fire.py [--seconds 5] [--concurrency 48] [--latency 500] [--rules 50] [--reps 20]
                                     [--nats-sync always]  (the cost of fsync before every JetStream ack)
      .venv/bin/python bench/fire.py --url http://127.0.0.1:3233 --key UUID:SECRET --nats nats://… [--pid PID]
-                                    (a running server with a rule engine and an invoker)
+                                    [--mongodb mongodb://…]  (a running server with a rule engine and an invoker)
 
 Without --url it starts `squall standalone` on a free port with a temporary data dir (embedded NATS and
 MongoDB, the guest key and its benchmark-sized limits, the invoker's pool), as bench/api.py does. The client
@@ -16,6 +16,8 @@ runs in this process. In one run it prints:
   endpoint answering 202 under uvicorn (no auth, no store, no JetStream), and JetStream alone: the stored
   trigger event's bytes published to a stream of TRIGGERS' configuration, pipelined (`JetStreamBus.
   publish_async`), and from `--concurrency` publishers each waiting for its ack, as the fire route does.
+  For the stored rate: the MongoDB wire server alone, the run's stored records read back and inserted again
+  (new ids, a scratch collection) with `insert_many` in the recorder's batch size, one batch at a time.
   The client is a lean one (prepared HTTP/1.1 request bytes on keep-alive connections, status line and
   Content-Length parsed, nothing else): a general-purpose client saturates first on a small machine. Its own
   CPU share is printed, since it runs on the cores it measures.
@@ -68,6 +70,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BODY = b'{"bench":"fire"}'
 ACTION_MEMORY = 256
 FLOOR_STREAM = "BENCH_FIRE_FLOOR"
+# A floor's rate is steady within seconds; a minute of pipelined publishes (~2 M msg ids) outgrew JetStream's
+# 5-s acknowledgement while it tracked their duplicate window.
+FLOOR_MAX_S = 10.0
+INSERT_FLOOR_RECORDS = 20_000  # records read back and inserted again for the MongoDB floor
 
 
 class Record(msgspec.Struct):
@@ -347,6 +353,7 @@ class Server:
     key: str
     nats_url: str
     pid: int | None
+    mongodb_uri: str | None = None  # for the insert floor; the standalone's is read from standalone.json
 
     @property
     def host(self) -> str:
@@ -379,7 +386,8 @@ def standalone(nats_sync: str = "", extra: dict[str, str] | None = None) -> Iter
                 if time.monotonic() > deadline:
                     raise SystemExit(f"the standalone wrote no {info}")
                 time.sleep(0.02)
-            yield Server(url, GUEST_KEY, json.loads(info.read_text())["nats_url"], pid)
+            found = json.loads(info.read_text())
+            yield Server(url, GUEST_KEY, found["nats_url"], pid, found["mongodb_uri"])
 
 
 def put(api: Api, collection: str, name: str, body: dict[str, Any]) -> None:
@@ -415,6 +423,33 @@ async def until_stored(api: Api, expected: dict[str, int], deadline_s: float = 1
                 "(a rule run refused, e.g. 429, is a line with an error in its trigger record's logs)"
             )
         await asyncio.sleep(0.1)
+
+
+async def insert_floor(mongodb_uri: str, names: list[str], limit: int) -> float:
+    """Records/s the MongoDB wire server stores alone: up to `limit` of this run's stored records (`names`),
+    read back in their stored form, inserted again under new ids into a scratch collection of the same
+    database, `insert_many` of the recorder's batch size, one batch at a time as the recorder writes them."""
+    from pymongo import AsyncMongoClient
+
+    from broker import subjects
+    from broker.recorder import BATCH
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    try:
+        database = client[Settings().mongodb_database]
+        query = {"name": {"$in": names}}
+        docs = await database[subjects.ACTIVATIONS_COLLECTION].find(query).limit(limit).to_list()
+        for doc in docs:
+            doc["_id"] = doc["activationId"] = uuid.uuid4().hex
+        scratch = database[f"bench_insert_floor_{uuid.uuid4().hex[:6]}"]
+        started = time.perf_counter()
+        for i in range(0, len(docs), BATCH):
+            await scratch.insert_many(docs[i : i + BATCH], ordered=False)
+        elapsed = time.perf_counter() - started
+        await scratch.drop()
+        return len(docs) / elapsed if elapsed else 0.0
+    finally:
+        await client.close()
 
 
 # -- the records, as the invoker and the rule engine publish them --------------------------------------------
@@ -634,20 +669,26 @@ async def measure(args: argparse.Namespace, server: Server, busy_before: float) 
         behind = await bus.backlog(event_queue(bus.settings, GUEST_NAMESPACE))  # events not finished
         stored_at = await until_stored(api, {t_tput: fired, a_tput: fired})
         fire_cpu = cpu_delta(cpu_before, cpu_by_name(server.pid))
+        inserts = (
+            await insert_floor(server.mongodb_uri, [t_tput, a_tput], INSERT_FLOOR_RECORDS)
+            if server.mongodb_uri
+            else None
+        )
         event = await bus.js.get_last_msg(
             subjects.TRIGGERS_STREAM, subjects.trigger_subject(GUEST_NAMESPACE, t_tput)
         )
 
         # Floors: the bare endpoint with the same client, then JetStream alone with the same event bytes.
+        floor_seconds = min(args.seconds, FLOOR_MAX_S)
         floor_port = free_port()
         floor_cmd = [sys.executable, __file__, "--serve-floor", str(floor_port)]
         with process(floor_cmd, f"http://127.0.0.1:{floor_port}/") as floor_pid:
             floor_request = post_request("/floor/bench", server.auth)
             await burst("127.0.0.1", floor_port, floor_request, args.warmup, args.concurrency, None)
             floor = await burst(
-                "127.0.0.1", floor_port, floor_request, args.seconds, args.concurrency, floor_pid
+                "127.0.0.1", floor_port, floor_request, floor_seconds, args.concurrency, floor_pid
             )
-        nats_floor = await publish_floor(server.nats_url, event.data or b"", args.seconds, args.concurrency)
+        nats_floor = await publish_floor(server.nats_url, event.data or b"", floor_seconds, args.concurrency)
 
         # 2. Fire -> action start, one fire at a time; reference: a non-blocking invoke of the same action.
         lat_fire = f"/api/v1/namespaces/_/triggers/{t_lat}"
@@ -708,10 +749,17 @@ async def measure(args: argparse.Namespace, server: Server, busy_before: float) 
         f"{fired / (stored_at - first):8.0f} /s",
         f"{fired} fires -> {fired} trigger records + {fired} runs in MongoDB (checked)",
     )
+    if inserts is not None:
+        line(
+            "floor: the same records, insert_many alone (MongoDB wire server)",
+            f"{inserts:8.0f} /s",
+            f"records; squall stored {2 * fired / (stored_at - first):.0f} records/s, "
+            f"ratio {2 * fired / (stored_at - first) / inserts:.2f}",
+        )
     line(
         "  rule engine: events not yet handled when the burst ended",
         f"{behind:8d}",
-        f"of {fired}: the engine, the invoker and the API share one process",
+        f"of {fired}: the backlog the engine, the invoker and the recorder work off after the burst",
     )
     line(
         "  server CPU per fire, end to end (API, engine, invoker, stores)",
@@ -756,7 +804,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.url:
         if not args.nats:
             raise SystemExit("--url needs --nats (the records are watched on NATS)")
-        await measure(args, Server(args.url.rstrip("/"), args.key, args.nats, args.pid), machine_busy())
+        server = Server(args.url.rstrip("/"), args.key, args.nats, args.pid, args.mongodb)
+        await measure(args, server, busy_before=machine_busy())
         return
     busy_before = machine_busy()
     extra = {}
@@ -777,6 +826,7 @@ def main() -> None:
     parser.add_argument("--key", default=GUEST_KEY, help="with --url: uuid:secret")
     parser.add_argument("--nats", help="with --url: its NATS URL")
     parser.add_argument("--pid", type=int, help="with --url: its pid, for the server CPU figures")
+    parser.add_argument("--mongodb", help="with --url: its MongoDB URI, for the insert floor")
     parser.add_argument(
         "--nats-sync",
         default="",
