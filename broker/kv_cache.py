@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -14,6 +15,10 @@ from broker.bus import JetStreamBus
 V = TypeVar("V")
 
 MAX_ENTRIES = 10_000
+# How long a value is served from memory at most. Invalidations are core NATS messages, so one can be lost where
+# nothing else is: in a cluster, a write through a server whose routes are still being re-established after a
+# restart reaches the stream but not every subscriber. Re-reading a hot key once a minute bounds that.
+MAX_AGE_S = 60.0
 # What a value counts for when its cache is given no measure: a small record (a key, a namespace).
 SMALL_RECORD_BYTES = 512
 
@@ -32,7 +37,8 @@ class KvCache(Generic[V]):
     lost invalidations, empties the cache. None is never kept, so misses (e.g. guessed keys) cannot fill it.
 
     Bounded by entries and by bytes (`sizeof` measures a value; SQUALL_CACHE_MAX_MB by default): past either,
-    the least recently used values go. A value larger than the whole budget is served but not kept.
+    the least recently used values go. A value larger than the whole budget is served but not kept, and none is
+    served from memory for longer than `max_age_s` (see MAX_AGE_S).
     """
 
     def __init__(
@@ -43,14 +49,19 @@ class KvCache(Generic[V]):
         *,
         max_bytes: int | None = None,
         sizeof: Callable[[V], int] = _small,
+        max_age_s: float = MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
+        self._max_age_s = max_age_s
+        self._clock = clock
         self._prefix = f"$KV.{bucket}."
         self._max = max_entries
         self._max_bytes = bus.settings.cache_max_mb * 1024 * 1024 if max_bytes is None else max_bytes
         self._sizeof = sizeof
         self._bytes = 0
-        self._values: dict[str, tuple[V, int]] = {}  # insertion order is recency: the first is evicted first
+        # key -> (value, its size, when it was read); insertion order is recency: the first is evicted first
+        self._values: dict[str, tuple[V, int, float]] = {}
         self._generation = 0
         self._reconnects = -1
         self._sub: Any = None
@@ -93,7 +104,7 @@ class KvCache(Generic[V]):
         self._drop(key)
         while self._values and (len(self._values) >= self._max or self._bytes + size > self._max_bytes):
             self._drop(next(iter(self._values)))
-        self._values[key] = (value, size)
+        self._values[key] = (value, size, self._clock())
         self._bytes += size
 
     async def _on_write(self, msg: Msg) -> None:
@@ -107,8 +118,10 @@ class KvCache(Generic[V]):
             self._clear()
             self._generation += 1
         elif self._sub is not None and (found := self._values.pop(key, None)) is not None:
-            self._values[key] = found  # now the most recently used
-            return found[0]
+            if self._clock() - found[2] <= self._max_age_s:
+                self._values[key] = found  # now the most recently used
+                return found[0]
+            self._bytes -= found[1]  # kept too long: read again
         generation = self._generation
         value = await load()
         if value is not None and generation == self._generation and self._sub is not None:

@@ -195,6 +195,25 @@ async def test_kv_cache_is_bounded_by_bytes(bus: JetStreamBus) -> None:
         assert cache.size_bytes <= 1000 and len(cache) == 2
 
 
+async def test_a_cached_value_is_read_again_once_older_than_its_maximum_age(bus: JetStreamBus) -> None:
+    """An invalidation lost in a cluster must not keep a value forever: past its maximum age it is read again."""
+    now = [1000.0]
+    loads: list[bytes] = []
+
+    async def load() -> bytes:
+        loads.append(b"v%d" % len(loads))
+        return loads[-1]
+
+    async with KvCache[bytes](bus, subjects.AUTHKEYS_BUCKET, max_age_s=60, clock=lambda: now[0]) as cache:
+        assert await cache.get("k", load) == b"v0"
+        now[0] += 60
+        assert await cache.get("k", load) == b"v0", "still within its age"
+        now[0] += 0.5
+        assert await cache.get("k", load) == b"v1", "too old: read again"
+        assert await cache.get("k", load) == b"v1" and len(loads) == 2
+        assert len(cache) == 1 and cache.size_bytes > 0
+
+
 async def test_deleting_a_namespace_deletes_its_data(bus: JetStreamBus, store: EntityStore) -> None:
     ns = fresh("gone")
     await create_namespace(store, ns)
