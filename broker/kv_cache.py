@@ -117,11 +117,11 @@ class KvCache(Generic[V]):
             self._reconnects = reconnects
             self._clear()
             self._generation += 1
-        elif self._sub is not None and (found := self._values.pop(key, None)) is not None:
+        elif self._sub is not None and (found := self._values.get(key)) is not None:
             if self._clock() - found[2] <= self._max_age_s:
-                self._values[key] = found  # now the most recently used
+                self._values[key] = self._values.pop(key)  # now the most recently used
                 return found[0]
-            self._bytes -= found[1]  # kept too long: read again
+            self._drop(key)  # kept too long: read again
         generation = self._generation
         value = await load()
         if value is not None and generation == self._generation and self._sub is not None:
