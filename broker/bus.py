@@ -26,7 +26,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from broker import codec
+from broker import codec, patient_kv
 from broker.config import Settings
 from broker.errors import BackboneUnavailable, PayloadTooLarge, SquallError, Unavailable
 from broker.jetstream_records import (
@@ -52,6 +52,11 @@ R = TypeVar("R")  # a record to publish
 RECONNECT_WAIT_S = 2.0
 _BOOT_RETRY_WAIT_S = 0.2
 MAX_IN_FLIGHT = 4096  # unacknowledged async publishes before publishers wait
+# A publish that carries a msg id is sent again while its acknowledgement is missing, this often, until the
+# request timeout: the stream leader that held it may have died with it, or the connection it went out on. The
+# msg id makes a copy of one already stored a duplicate that JetStream drops, so waiting out the whole timeout
+# for an acknowledgement that cannot come is not needed.
+RESEND_AFTER_S = 1.0
 # How long `publish_until_stored` outlasts a stream that cannot store: a cluster's election after a node died
 # takes a few seconds.
 STORE_PATIENCE_S = 30.0
@@ -92,7 +97,8 @@ class JetStreamBus:
         # Our own async-publish multiplexer: nats-py's publish_async never resolves a future whose
         # reply is a JetStream error (the error is raised inside its callback), so it would hang.
         self._ack_prefix = ""
-        self._acks: dict[str, tuple[asyncio.Future[PubAck], str]] = {}  # reply token -> (ack, subject)
+        self._acks: dict[str, _Unacked] = {}  # by the token that ends its reply subject
+        self._resending: set[asyncio.Task[None]] = set()
         self._ack_ids = itertools.count()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
@@ -147,15 +153,17 @@ class JetStreamBus:
         try:
             # In-flight publishes first: their acks arrive on a subscription that drain would end.
             if self._acks:
-                await asyncio.wait([fut for fut, _ in self._acks.values()], timeout=deadline)
+                await asyncio.wait([unacked.ack for unacked in self._acks.values()], timeout=deadline)
             await asyncio.wait_for(nc.drain(), deadline)
         except (TimeoutError, ConnectionError, nats.errors.Error) as exc:
             log.warning("NATS drain did not finish cleanly: %s", describe(exc))
         finally:
-            for fut, _ in self._acks.values():
-                if not fut.done():
-                    fut.set_exception(Unavailable("publish not acknowledged before shutdown"))
+            for unacked in self._acks.values():
+                if not unacked.ack.done():
+                    unacked.ack.set_exception(Unavailable("publish not acknowledged before shutdown"))
             self._acks.clear()
+            for task in self._resending:
+                task.cancel()
             if not nc.is_closed:
                 # A server that went away meanwhile leaves nothing to flush: closing must neither fail on it
                 # nor wait for it (nats-py's close can wait on a reconnection that will not come).
@@ -222,7 +230,7 @@ class JetStreamBus:
         # older than a write already acknowledged, and a cache would keep it (a cluster ran a rule made
         # inactive just before, for every fire, from one such read).
         direct = spec.replicas == 1
-        self._kv[bucket] = await self._create_or_bind(
+        await self._create_or_bind(
             f"bucket {bucket}",
             self.js.create_key_value(
                 bucket=bucket,
@@ -235,9 +243,10 @@ class JetStreamBus:
             ),
             lambda: self.js.key_value(bucket),
         )
-        if await self._reconcile(f"KV_{bucket}", spec.max_bytes, spec.ttl_s, direct=direct):
-            self._kv[bucket] = await self.js.key_value(bucket)  # a handle knows how its bucket is read
-        return self._kv[bucket]
+        await self._reconcile(f"KV_{bucket}", spec.max_bytes, spec.ttl_s, direct=direct)
+        # Bound anew after the reconciliation: a handle knows how its bucket is read.
+        self._kv.pop(bucket, None)
+        return await self.kv(bucket)
 
     async def provision_object_store(self, spec: ObjectStoreSpec) -> None:
         config = api.ObjectStoreConfig(
@@ -252,25 +261,23 @@ class JetStreamBus:
 
     async def _reconcile(
         self, stream: str, max_bytes: int | None, max_age_s: float | None, *, direct: bool | None = None
-    ) -> bool:
+    ) -> None:
         """Bring the bounds (and, for a KV bucket, the direct reads) of a bucket's stream to the topology's: a
         bucket made by an earlier version (or with other settings) is bound as it is, and would otherwise keep
-        growing unbounded, or keep reads that may be stale. True if the stream was changed."""
+        growing unbounded, or keep reads that may be stale."""
         try:
             config = (await self.js.stream_info(stream)).config
             want_bytes = max_bytes if max_bytes is not None else -1
             want_age = max_age_s or 0.0
             want_direct = bool(config.allow_direct) if direct is None else direct
             if (
-                (config.max_bytes or -1) == want_bytes
-                and (config.max_age or 0.0) == want_age
-                and bool(config.allow_direct) == want_direct
+                (config.max_bytes or -1) != want_bytes
+                or (config.max_age or 0.0) != want_age
+                or bool(config.allow_direct) != want_direct
             ):
-                return False
-            await self.js.update_stream(
-                config.evolve(max_bytes=want_bytes, max_age=want_age, allow_direct=want_direct)
-            )
-            return True
+                await self.js.update_stream(
+                    config.evolve(max_bytes=want_bytes, max_age=want_age, allow_direct=want_direct)
+                )
         except Exception as exc:
             raise translate(exc, f"reconciling {stream}") from None
 
@@ -325,7 +332,10 @@ class JetStreamBus:
 
     async def kv(self, bucket: str) -> KeyValue:
         """The handle of a provisioned KV bucket (cached: binding one costs a round trip)."""
-        return await self._bound(self._kv, bucket, self.js.key_value, "KV bucket")
+        return await self._bound(self._kv, bucket, self._bind_kv, "KV bucket")
+
+    async def _bind_kv(self, bucket: str) -> KeyValue:
+        return await patient_kv.bind(self.js, bucket, patience_s=self.request_timeout)
 
     async def object_store(self, bucket: str) -> ObjectStore:
         """The handle of a provisioned object store (cached)."""
@@ -573,33 +583,68 @@ class JetStreamBus:
         await self._in_flight.acquire()
         token = str(next(self._ack_ids))
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[PubAck] = loop.create_future()
-        self._acks[token] = (fut, subject)
-        expiry = loop.call_later(self.request_timeout, self._expire, token)
+        unacked = _Unacked(
+            ack=loop.create_future(),
+            subject=subject,
+            payload=payload,
+            reply=f"{self._ack_prefix}.{token}",
+            headers=hdrs or None,
+            resend=msg_id is not None,
+            deadline=loop.time() + self.request_timeout,
+        )
+        self._acks[token] = unacked
+        self._arm(token, unacked)
 
         def settled(_: asyncio.Future[PubAck]) -> None:
-            expiry.cancel()
+            if unacked.timer is not None:
+                unacked.timer.cancel()
             self._in_flight.release()
 
-        fut.add_done_callback(settled)
+        unacked.ack.add_done_callback(settled)
         try:
-            await nc.publish(subject, payload, reply=f"{self._ack_prefix}.{token}", headers=hdrs or None)
+            await nc.publish(subject, payload, reply=unacked.reply, headers=unacked.headers)
         except Exception as exc:
             self._acks.pop(token, None)
-            fut.set_exception(translate(exc, f"publishing to {subject}"))
-        return fut
+            unacked.ack.set_exception(translate(exc, f"publishing to {subject}"))
+        return unacked.ack
 
-    def _expire(self, token: str) -> None:
-        fut, subject = self._acks.pop(token, (None, ""))
-        if fut is not None and not fut.done():
-            fut.set_exception(
-                BackboneUnavailable(f"publishing to {subject}: no acknowledgement from JetStream")
+    def _arm(self, token: str, unacked: _Unacked) -> None:
+        """The publish's next look: a re-send after RESEND_AFTER_S if it may be sent again, else its expiry."""
+        loop = asyncio.get_running_loop()
+        wait = unacked.deadline - loop.time()
+        if unacked.resend:
+            wait = min(wait, RESEND_AFTER_S)
+        unacked.timer = loop.call_later(max(wait, 0.0), self._unanswered, token)
+
+    def _unanswered(self, token: str) -> None:
+        unacked = self._acks.get(token)
+        if unacked is None or unacked.ack.done():
+            return
+        if asyncio.get_running_loop().time() >= unacked.deadline:
+            del self._acks[token]
+            unacked.ack.set_exception(
+                BackboneUnavailable(f"publishing to {unacked.subject}: no acknowledgement from JetStream")
             )
+            return
+        task = asyncio.ensure_future(self._send_again(unacked))
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
+        self._arm(token, unacked)
+
+    async def _send_again(self, unacked: _Unacked) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        try:
+            await nc.publish(unacked.subject, unacked.payload, reply=unacked.reply, headers=unacked.headers)
+        except Exception as exc:  # the next look sends again, or the deadline answers the caller
+            log.debug("sending %s again failed: %s", unacked.subject, describe(exc))
 
     async def _on_ack(self, msg: Msg) -> None:
-        fut, subject = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], (None, ""))
-        if fut is None or fut.done():
+        unacked = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], None)
+        if unacked is None or unacked.ack.done():
             return
+        fut, subject = unacked.ack, unacked.subject
         result: PubAck | SquallError
         if msg.headers and msg.headers.get("Status") == "503":
             # No responders: no stream stores the subject, or (in a cluster) its stream is electing a leader.
@@ -613,3 +658,16 @@ class JetStreamBus:
             fut.set_result(result)
         else:
             fut.set_exception(result)
+
+
+class _Unacked(msgspec.Struct, kw_only=True):
+    """A publish waiting for its acknowledgement: what it takes to send it again, and its deadline."""
+
+    ack: asyncio.Future[PubAck]
+    subject: str
+    payload: bytes
+    reply: str
+    headers: dict[str, str] | None
+    resend: bool  # it has a msg id: a copy of it stored twice is stored once
+    deadline: float  # the loop's time at which it is answered BackboneUnavailable
+    timer: asyncio.TimerHandle | None = None

@@ -9,11 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
+import nats.errors
 import pytest
 
 from broker import subjects
-from broker.bus import JetStreamBus, Outgoing, redact, stream_config
+from broker.bus import RESEND_AFTER_S, JetStreamBus, Outgoing, redact, stream_config
 from broker.config import Settings
+from broker.patient_kv import READ_ATTEMPT_S
 from broker.errors import InternalError, Unavailable
 from broker.topology import topology
 
@@ -129,6 +131,87 @@ async def test_publish_until_stored_outlasts_a_stream_that_cannot_store_yet(bus:
         assert await _count(bus, name, subject) == 1
     finally:
         await bus.js.delete_stream(name)
+
+
+def _lose_first_send(bus: JetStreamBus, subject: str, times: int = 1) -> list[bytes]:
+    """The connection drops the first `times` messages sent to a subject that starts with `subject`, as one sent
+    to a stream leader that died with it or on a connection that broke; what it dropped is in the list."""
+    nc = bus.nc
+    send = nc.publish
+    lost: list[bytes] = []
+
+    async def publish(subj: str, payload: bytes = b"", **kwargs: object) -> None:
+        if subj.startswith(subject) and len(lost) < times:
+            lost.append(payload)
+            return
+        await send(subj, payload, **kwargs)  # type: ignore[arg-type]
+
+    nc.publish = publish  # type: ignore[method-assign]
+    return lost
+
+
+async def test_a_lost_publish_with_a_msg_id_is_sent_again_before_the_timeout(nats_url: str) -> None:
+    async with JetStreamBus(nats_url, request_timeout=5.0) as bus:
+        await bus.provision()
+        subject = subjects.trigger_subject(f"ns-{uuid.uuid4().hex[:8]}", "t")
+        lost = _lose_first_send(bus, subject)
+        started = time.monotonic()
+        ack = await bus.publish(subject, b"x", msg_id=uuid.uuid4().hex)
+        took = time.monotonic() - started
+        assert lost == [b"x"]
+        assert not ack.duplicate
+        assert RESEND_AFTER_S <= took < RESEND_AFTER_S + 1.5, took  # not the 5-s timeout
+        assert await _count(bus, subjects.TRIGGERS_STREAM, subject) == 1
+
+
+async def test_a_copy_of_a_stored_publish_sent_again_is_stored_once(nats_url: str) -> None:
+    """Stored, its acknowledgement lost: the copy sent again is JetStream's duplicate, acknowledged."""
+    async with JetStreamBus(nats_url) as bus, JetStreamBus(nats_url) as other:
+        await bus.provision()
+        subject = subjects.trigger_subject(f"ns-{uuid.uuid4().hex[:8]}", "t")
+        msg_id = uuid.uuid4().hex
+        _lose_first_send(bus, subject)
+        pending = await bus.publish_async(subject, b"x", msg_id=msg_id)
+        first = await other.publish(subject, b"x", msg_id=msg_id)  # what the lost send would have stored
+        ack = await asyncio.wait_for(pending, timeout=RESEND_AFTER_S + 2)
+        assert ack.duplicate and ack.seq == first.seq
+        assert await _count(bus, subjects.TRIGGERS_STREAM, subject) == 1
+
+
+async def test_a_lost_publish_without_a_msg_id_is_not_sent_twice(nats_url: str) -> None:
+    """Without a msg id a second copy could be stored twice: it waits out the timeout and is refused."""
+    async with JetStreamBus(nats_url, request_timeout=RESEND_AFTER_S + 1) as bus:
+        await bus.provision()
+        subject = subjects.trigger_subject(f"ns-{uuid.uuid4().hex[:8]}", "t")
+        _lose_first_send(bus, subject)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="no acknowledgement"):
+            await bus.publish(subject, b"x")
+        assert time.monotonic() - started >= RESEND_AFTER_S + 1
+        assert await _count(bus, subjects.TRIGGERS_STREAM, subject) == 0
+
+
+async def test_a_kv_read_nobody_answered_is_sent_again(nats_url: str) -> None:
+    """A read that reached a bucket without a leader is dropped, not refused: it is asked again, and the first
+    answer wins, well before the request timeout; one that is never answered times out as before."""
+    async with JetStreamBus(nats_url, request_timeout=READ_ATTEMPT_S * 2.5) as bus:
+        await bus.provision()
+        kv = await bus.kv(subjects.ENTITIES_BUCKET)
+        key = f"patience.{uuid.uuid4().hex}"
+        await kv.put(key, b"v")
+        lost = _lose_first_send(bus, "$JS.API.")
+        started = time.monotonic()
+        entry = await kv.get(key)
+        took = time.monotonic() - started
+        assert entry.value == b"v" and len(lost) == 1
+        assert READ_ATTEMPT_S <= took < READ_ATTEMPT_S + 0.9, took
+
+        lost = _lose_first_send(bus, "$JS.API.", times=1000)
+        started = time.monotonic()
+        with pytest.raises(nats.errors.TimeoutError):
+            await kv.get(key)
+        assert len(lost) == 3  # attempts at 0, 1 and 2 s of the 2.5 s
+        assert time.monotonic() - started == pytest.approx(READ_ATTEMPT_S * 2.5, abs=0.3)
 
 
 async def test_unreachable_nats_is_unavailable_quickly() -> None:
