@@ -405,6 +405,10 @@ class InvokerAgent:
                 message=results.ACTION_REMOVED,
                 now=now_ms(),
             )
+        except BackboneUnavailable:
+            # NATS for a moment without the bucket (an election after a node died, a reconnection): the run
+            # waits for it in its queue (the stream worker delivers it again) rather than being recorded failed.
+            raise
         except SquallError as exc:
             log.warning("reading action %s failed: %s", invocation.action, exc.message)
             return results.internal_error(

@@ -24,7 +24,7 @@ from broker.activations import Activation, new_activation_id
 from broker.bus import JetStreamBus
 from broker.config import Settings
 from broker.entity_store import EntityStore
-from broker.errors import NotFound
+from broker.errors import BackboneUnavailable, NotFound
 from broker.health import Heartbeat, now_ms
 from broker.invocations import Invocation
 from broker.recorder import ActivationRecorder
@@ -348,6 +348,37 @@ async def test_an_action_deleted_before_it_runs_is_recorded_as_gone(
     record = await stored(activation_store, ns, invocation.activationId)
     assert record.response.status == "application error"
     assert record.response.result == {"error": "Action could not be found or may have been deleted."}
+
+
+class ElectingStore(EntityStore):
+    """The entity store as the invoker sees it while the bucket's stream elects a leader: the first reads fail."""
+
+    def __init__(self, bus: JetStreamBus, failures: int) -> None:
+        super().__init__(bus)
+        self.failures = failures
+
+    async def get(self, collection: Any, namespace: str, name: str) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise BackboneUnavailable("reading actions: NATS unavailable (nats: timeout)")
+        return await super().get(collection, namespace, name)
+
+
+async def test_an_action_that_cannot_be_read_for_a_moment_runs_later_not_failed(
+    settings: Settings, ns_client: httpx.AsyncClient, namespace: tuple[str, str], bucket: str,
+    recorder: ActivationRecorder, activation_store: ActivationStore,
+) -> None:  # fmt: skip
+    await create(ns_client, "patient", "echo")
+    pool = FakePool("patient")
+    async with JetStreamBus(settings) as bus:
+        store = ElectingStore(bus, failures=2)
+        async with InvokerAgent(bus, store, pool, health_bucket=bucket, invoker_id=pool.name):
+            r = await post(ns_client, "patient", {"n": 1})
+            assert r.status_code == 202, r.text
+            record = await stored(activation_store, namespace[0], r.json()["activationId"])
+    assert store.failures == 0
+    assert record.response.success, record.response
+    assert pool.ran(namespace[0]) == [record.activationId]
 
 
 # -- invoker health --------------------------------------------------------------------------------------
