@@ -15,6 +15,7 @@ limits, never the owner's. Web actions are the one exception, as in OpenWhisk: t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ WEB: Final = "web"
 # How long a reading of the INVOKE stream stands in for the truth. Activations admitted since are added to it;
 # those that finished since are not taken off, so a reading is read again before it is allowed to refuse.
 IN_FLIGHT_TTL_S: Final = 0.2
+# A run's message leaves INVOKE once its record is stored, and its caller may hear the result before that (the
+# invoker sends it first, to answer sooner): a caller at its limit that calls again at once would be refused
+# for a run that has ended. So a refusal stands only on SETTLE_READS further readings, SETTLE_POLL_S apart
+# (shared by every refused request of the namespace: at most one read per pause).
+SETTLE_READS: Final = 5
+SETTLE_POLL_S: Final = 0.02
 _MAX_READINGS = 10_000
 
 
@@ -129,8 +136,9 @@ class InFlightGauge:
     messages than a namespace may have in flight (say `guest` in standalone, or any namespace on a quiet
     system), that namespace cannot be over its limit and its own count is never read. Otherwise the namespace's
     reading decides; one that would refuse after admitting activations is read again first (those may have
-    finished), so a refusal never rests on this process's own estimate. Concurrent reads of one key share one
-    request.
+    finished), so a refusal never rests on this process's own estimate, nor on one reading: it is read again
+    `settle_reads` times, `settle_poll_s` apart, for runs that ended a moment ago. Concurrent reads of one key
+    share one request.
     """
 
     def __init__(
@@ -138,10 +146,14 @@ class InFlightGauge:
         read: Callable[[str | None], Awaitable[int]],
         *,
         ttl_s: float = IN_FLIGHT_TTL_S,
+        settle_reads: int = SETTLE_READS,
+        settle_poll_s: float = SETTLE_POLL_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._read = read
         self.ttl_s = ttl_s
+        self.settle_reads = settle_reads
+        self.settle_poll_s = settle_poll_s
         self._monotonic = monotonic
         self._readings: dict[str | None, _Reading] = {}
         self._reading_now: dict[str | None, asyncio.Future[_Reading]] = {}
@@ -155,8 +167,14 @@ class InFlightGauge:
         own = await self._reading(namespace)
         refusal = too_many_in_flight(own.count + own.admitted, allowed, count)
         if refusal is not None and own.admitted:
-            own = await self._reading(namespace, again=True)
+            own = await self._reading(namespace, newer_than=own.read_at)
             refusal = too_many_in_flight(own.count + own.admitted, allowed, count)
+        for _ in range(self.settle_reads if refusal is not None else 0):
+            await asyncio.sleep(self.settle_poll_s)
+            own = await self._reading(namespace, newer_than=self._monotonic() - self.settle_poll_s)
+            refusal = too_many_in_flight(own.count + own.admitted, allowed, count)
+            if refusal is None:
+                break
         if refusal is None:
             self._count_admitted(namespace, count)
         return refusal
@@ -167,18 +185,27 @@ class InFlightGauge:
             if reading is not None:
                 reading.admitted += count
 
-    async def _reading(self, key: str | None, *, again: bool = False) -> _Reading:
-        reading = self._readings.get(key)
-        if reading is not None and not again and self._monotonic() - reading.read_at < self.ttl_s:
-            return reading
-        # One read in flight per key: it started after the reading it replaces ended, so it serves `again` too.
-        pending = self._reading_now.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._read_into(key))
-            self._reading_now[key] = pending
-            pending.add_done_callback(lambda done: self._read_done(key, done))
-        # Shielded: a waiter cancelled (its client gone) must not cancel the read the others wait for.
-        return await asyncio.shield(pending)
+    async def _reading(self, key: str | None, *, newer_than: float | None = None) -> _Reading:
+        """The reading of `key`: the one kept while younger than the ttl or, with `newer_than`, one whose read
+        started after that time. One read in flight per key, which every waiter it can serve joins."""
+        while True:
+            reading = self._readings.get(key)
+            if reading is not None and (
+                reading.read_at > newer_than
+                if newer_than is not None
+                else self._monotonic() - reading.read_at < self.ttl_s
+            ):
+                return reading
+            pending = self._reading_now.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(self._read_into(key))
+                self._reading_now[key] = pending
+                pending.add_done_callback(lambda done: self._read_done(key, done))
+            # Shielded: a waiter cancelled (its client gone) must not cancel the read the others wait for.
+            reading = await asyncio.shield(pending)
+            if newer_than is None or reading.read_at > newer_than:
+                return reading
+            # It had started too early for this waiter: the next one, started after it ended, will do.
 
     def _read_done(self, key: str | None, done: asyncio.Future[_Reading]) -> None:
         self._reading_now.pop(key, None)
@@ -189,6 +216,8 @@ class InFlightGauge:
         before = self._readings.get(key)
         admitted_before = before.admitted if before is not None else 0
         started = self._monotonic()
+        if before is not None:  # later readings start later, even on a coarse (or a test's frozen) clock
+            started = max(started, math.nextafter(before.read_at, math.inf))
         count = await self._read(key)
         # Activations admitted while the read was on its way may be missing from it: keep them counted.
         admitted_during = before.admitted - admitted_before if before is not None else 0

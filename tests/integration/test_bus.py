@@ -15,8 +15,8 @@ import pytest
 from broker import subjects
 from broker.bus import RESEND_AFTER_S, JetStreamBus, Outgoing, redact, stream_config
 from broker.config import Settings
-from broker.patient_kv import READ_ATTEMPT_S
 from broker.errors import InternalError, Unavailable
+from broker.patient_kv import READ_ATTEMPT_S
 from broker.topology import topology
 
 

@@ -83,7 +83,7 @@ async def test_a_quiet_stream_admits_without_reading_the_namespace_and_is_read_o
 
 async def test_a_busy_stream_reads_the_namespace_and_refuses_with_its_count() -> None:
     stream, clock = Stream(ns=3, other=50), Clock()
-    gauge = InFlightGauge(stream.read, ttl_s=0.2, monotonic=clock)
+    gauge = InFlightGauge(stream.read, ttl_s=0.2, settle_reads=0, monotonic=clock)
     assert await gauge.admit("ns", allowed=3) == (
         "Too many concurrent requests in flight (count: 3, allowed: 3)."
     )
@@ -112,6 +112,32 @@ async def test_own_admissions_count_until_a_fresh_reading_says_otherwise() -> No
     assert await gauge.admit("ns", allowed=3) == (
         "Too many concurrent requests in flight (count: 3, allowed: 3)."
     )
+
+
+async def test_a_refusal_waits_for_runs_that_ended_a_moment_ago_to_leave_the_stream() -> None:
+    """The caller heard its last run's result before the invoker removed the run's message: its next call is
+    admitted once a reading shows it gone, not refused on the reading that still had it."""
+    stream = Stream(ns=1, other=50)
+
+    async def read(namespace: str | None) -> int:
+        count = await stream.read(namespace)
+        if namespace == "ns" and stream.reads.count("ns") == 2:
+            stream.held["ns"] = 0  # the message is removed between the first and second reading
+        return count
+
+    gauge = InFlightGauge(read, ttl_s=0.2, settle_reads=5, settle_poll_s=0.01)
+    assert await gauge.admit("ns", allowed=1) is None
+    assert stream.reads == [None, "ns", "ns", "ns"]
+
+
+async def test_a_refusal_stands_after_its_settle_reads_which_refused_requests_share() -> None:
+    stream = Stream(ns=3, other=50)
+    gauge = InFlightGauge(stream.read, ttl_s=0.2, settle_reads=4, settle_poll_s=0.02)
+    answers = await asyncio.gather(*(gauge.admit("ns", allowed=3) for _ in range(30)))
+    assert answers == ["Too many concurrent requests in flight (count: 3, allowed: 3)."] * 30
+    # One reading, then one per pause for all 30 together (a pause's waiters share a reading that started
+    # within it): not 30 x 4.
+    assert 1 + 4 <= stream.reads.count("ns") <= 1 + 2 * 4, stream.reads
 
 
 async def test_concurrent_requests_share_one_read() -> None:
