@@ -483,7 +483,14 @@ class PodmanBackend:
             if (c.get("Labels") or {}).get(POOL_LABEL) == self.pool_id
             or not owner_alive((c.get("Labels") or {}).get(OWNER_LABEL, ""))
         ]
-        await asyncio.gather(*(self._remove(c["Id"]) for c in doomed))
+        removals = await asyncio.gather(*(self._remove(c["Id"]) for c in doomed), return_exceptions=True)
+        for container, outcome in zip(doomed, removals, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+            if outcome is not None:
+                # Another invoker sweeping the same dead pool at that moment (the engine then fails one of the
+                # two removals), or the engine failing one: left for the next sweep, not a failed start or exit.
+                log.warning("removing container %s failed: %s", container["Id"][:12], outcome)
         pools = self._pool_dir.parent if self._pool_dir is not None else None
         for c in doomed:
             socket_dir = Path((c.get("Labels") or {}).get(SOCKET_DIR_LABEL, ""))

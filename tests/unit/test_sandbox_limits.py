@@ -9,11 +9,16 @@ from typing import Any
 
 import pytest
 
+from broker.config import Settings
+from broker.errors import InternalError
 from runtimes.cgroups import V1Cgroups, cpu_shares, own_groups, remove_pools, v1_mounts
 from runtimes.images import PodmanUser
 from runtimes.podman_backend import (
     MB,
+    OWNER_LABEL,
+    POOL_LABEL,
     HostFeatures,
+    PodmanBackend,
     Sandbox,
     cgroup_limits,
     detect_features,
@@ -126,3 +131,33 @@ def test_a_dead_pool_cleared_by_two_invokers_at_once_is_removed_without_error(
     remove_pools(V1Cgroups({"memory": own}), ["dead", "mine"])
     assert not dead.exists()
     assert own.is_dir(), "its own pool is not a dead one"
+
+
+async def test_a_sweep_that_cannot_remove_one_container_removes_the_others_and_does_not_fail() -> None:
+    """Two invokers sweeping one dead pool at once: the engine fails one of the two removals of a container,
+    which must not fail the invoker's start or exit."""
+    backend = PodmanBackend(Settings(), "sweeper")
+    dead_owner = "999999999:1"
+    listed = [
+        {"Id": "a" * 64, "Labels": {POOL_LABEL: "sweeper"}},
+        {"Id": "b" * 64, "Labels": {POOL_LABEL: "gone", OWNER_LABEL: dead_owner}},
+        {"Id": "c" * 64, "Labels": {POOL_LABEL: "alive", OWNER_LABEL: backend.owner}},
+    ]
+    deleted: list[str] = []
+
+    async def api(method: str, path: str, **_: Any) -> Any:
+        if method == "get":
+            return listed
+        if method == "delete":
+            ref = path.rsplit("/", 1)[1]
+            if ref.startswith("a"):
+                raise InternalError("Podman: removing container from runtime: `runc delete --force` failed")
+            deleted.append(ref[:1])
+        return None
+
+    backend._api = api  # type: ignore[method-assign]
+    try:
+        assert await backend.sweep() == 2
+    finally:
+        backend._executor.shutdown()
+    assert deleted == ["b"]  # the other doomed one; the live owner's container is left alone
