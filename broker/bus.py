@@ -641,11 +641,12 @@ class JetStreamBus:
             log.debug("sending %s again failed: %s", unacked.subject, describe(exc))
 
     async def _on_ack(self, msg: Msg) -> None:
-        unacked = self._acks.pop(msg.subject[len(self._ack_prefix) + 1 :], None)
+        token = msg.subject[len(self._ack_prefix) + 1 :]
+        unacked = self._acks.get(token)
         if unacked is None or unacked.ack.done():
             return
         fut, subject = unacked.ack, unacked.subject
-        result: PubAck | SquallError
+        result: PubAck | SquallError | None
         if msg.headers and msg.headers.get("Status") == "503":
             # No responders: no stream stores the subject, or (in a cluster) its stream is electing a leader.
             result = BackboneUnavailable(
@@ -654,6 +655,9 @@ class JetStreamBus:
             )
         else:
             result = ack_result(msg.data, subject)
+            if result is None:  # a copy sent again meets its first one still being stored: that one answers
+                return
+        del self._acks[token]
         if isinstance(result, PubAck):
             fut.set_result(result)
         else:

@@ -13,6 +13,9 @@ from broker.errors import InternalError, SquallError
 from broker.nats_errors import translate
 from broker.topology import ConsumerSpec, StreamSpec
 
+# JetStream's answer to a copy of a message whose first copy (same msg id) it is still storing.
+DUPLICATE_IN_PROCESS = 10158
+
 
 class PubAck(msgspec.Struct, frozen=True, kw_only=True):
     """JetStream's acknowledgement of a stored message; `duplicate` means the msg id was seen already."""
@@ -99,12 +102,16 @@ def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
     )
 
 
-def ack_result(data: bytes, subject: str) -> PubAck | SquallError:
-    """A JetStream publish reply as a PubAck or the broker error it stands for."""
+def ack_result(data: bytes, subject: str) -> PubAck | SquallError | None:
+    """A JetStream publish reply as a PubAck or the broker error it stands for; None for no answer yet: a copy
+    with the same msg id is still being stored (a message sent again while its first copy was on its way), and
+    that copy's acknowledgement will tell."""
     try:
         reply = _ack_decoder.decode(data)
     except msgspec.DecodeError:
         return InternalError(f"unreadable JetStream acknowledgement: {data[:200]!r}")
+    if reply.error is not None and reply.error.err_code == DUPLICATE_IN_PROCESS:
+        return None
     if reply.error is not None:
         err = nats.js.errors.APIError(
             code=reply.error.code, err_code=reply.error.err_code, description=reply.error.description

@@ -4,6 +4,7 @@ they were talking to (a reconnection elsewhere) or the one leading their stream 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from broker import subjects
 from broker.activation_tail import ActivationTail, TailLost
 from broker.bus import JetStreamBus
 from broker.config import Settings
+from broker.errors import BackboneUnavailable
 from broker.stream_worker import Delivery, StreamWorker
 from broker.topology import BucketSpec, ConsumerSpec, StreamSpec
 from squall.embedded import free_port
@@ -184,14 +186,19 @@ async def test_a_stream_worker_goes_on_after_a_reconnection_and_a_leader_change(
 async def test_an_activation_tail_whose_consumer_died_with_its_server_says_so(
     cluster: NatsCluster, bus: JetStreamBus
 ) -> None:
-    await bus.provision_stream(
-        StreamSpec(
-            name=subjects.ACTIVATIONS_STREAM,
-            subjects=(subjects.ACTIVATIONS_SUBJECTS,),
-            max_age_s=600,
-            replicas=3,
-        )
+    spec = StreamSpec(
+        name=subjects.ACTIVATIONS_STREAM, subjects=(subjects.ACTIVATIONS_SUBJECTS,), max_age_s=600, replicas=3
     )
+
+    async def provisioned() -> bool:
+        # The stream exists with other bounds: the update goes to its leader, which the previous test's
+        # kill and restart may have left electing (a request to a stream without a leader goes unanswered).
+        with contextlib.suppress(BackboneUnavailable):
+            await bus.provision_stream(spec)
+            return True
+        return False
+
+    await eventually(provisioned, RECOVERY_S, "ACTIVATIONS provisioned")
     async with ActivationTail(bus, subjects.activation_filter(f"ns{uuid.uuid4().hex[:6]}")) as tail:
         assert tail.consumer_name is not None
         info = await bus.js.consumer_info(subjects.ACTIVATIONS_STREAM, tail.consumer_name)
