@@ -68,14 +68,14 @@ def collector() -> Iterator[Collector]:
 
 
 def record(namespace: str, name: str, trace: str, **fields: Any) -> Activation:
-    now = int(time.time() * 1000)
+    start = fields.pop("start", int(time.time() * 1000))
     annotations = [KeyValue(key="traceId", value=trace), *fields.pop("annotations", [])]
     return Activation(
         namespace=namespace,
         name=name,
         subject="s",
         activationId=new_activation_id(),
-        start=now,
+        start=start,
         response=make_response(SUCCESS, {}),
         logs=[],
         version="0.0.1",
@@ -94,6 +94,7 @@ async def test_a_fire_and_its_run_are_one_trace(bus: JetStreamBus, collector: Co
         "a",
         trace,
         cause=fire.activationId,
+        start=fire.start,  # not a clock read of its own: a millisecond may pass between the two records
         end=fire.start + 40,
         duration=40,
         annotations=[
