@@ -244,9 +244,11 @@ class JetStreamBus:
             lambda: self.js.key_value(bucket),
         )
         await self._reconcile(f"KV_{bucket}", spec.max_bytes, spec.ttl_s, direct=direct)
-        # Bound anew after the reconciliation: a handle knows how its bucket is read.
-        self._kv.pop(bucket, None)
-        return await self.kv(bucket)
+        # Made after the reconciliation, which left the bucket read as `direct` says.
+        self._kv[bucket] = kv = patient_kv.handle(
+            self.js, bucket, direct=direct, patience_s=self.request_timeout
+        )
+        return kv
 
     async def provision_object_store(self, spec: ObjectStoreSpec) -> None:
         config = api.ObjectStoreConfig(

@@ -10,6 +10,7 @@ so a read is sent again each READ_ATTEMPT_S within the same overall timeout, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import nats.errors
 import nats.js.errors
@@ -32,27 +33,30 @@ class PatientKeyValue(KeyValue):
     async def get(self, key: str, revision: int | None = None, validate_keys: bool = True) -> KeyValue.Entry:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.patience_s
-        while True:
-            attempt = min(READ_ATTEMPT_S, deadline - loop.time())
-            try:
-                return await asyncio.wait_for(super().get(key, revision, validate_keys), attempt)
-            except TimeoutError:
-                if loop.time() >= deadline - 0.001:
-                    raise nats.errors.TimeoutError from None
+        while (remaining := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(
+                    super().get(key, revision, validate_keys), min(READ_ATTEMPT_S, remaining)
+                )
+        raise nats.errors.TimeoutError
+
+
+def handle(js: JetStreamContext, bucket: str, *, direct: bool, patience_s: float) -> PatientKeyValue:
+    """The handle of bucket `bucket`, read from any replica when `direct`, else from its stream's leader."""
+    return PatientKeyValue(
+        name=bucket,
+        stream=KV_STREAM_TEMPLATE.format(bucket=bucket),
+        pre=KV_PRE_TEMPLATE.format(bucket=bucket),
+        js=js,
+        direct=direct,
+        patience_s=patience_s,
+    )
 
 
 async def bind(js: JetStreamContext, bucket: str, patience_s: float) -> PatientKeyValue:
     """The handle of an existing bucket (BucketNotFoundError if there is none), read as its stream allows."""
-    stream = KV_STREAM_TEMPLATE.format(bucket=bucket)
     try:
-        info = await js.stream_info(stream)
+        info = await js.stream_info(KV_STREAM_TEMPLATE.format(bucket=bucket))
     except nats.js.errors.NotFoundError:
         raise nats.js.errors.BucketNotFoundError from None
-    return PatientKeyValue(
-        name=bucket,
-        stream=stream,
-        pre=KV_PRE_TEMPLATE.format(bucket=bucket),
-        js=js,
-        direct=bool(info.config.allow_direct),
-        patience_s=patience_s,
-    )
+    return handle(js, bucket, direct=bool(info.config.allow_direct), patience_s=patience_s)
